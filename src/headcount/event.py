@@ -1,0 +1,519 @@
+"""Operations and views of one event: participants, attendance, conflicts.
+
+Pure: no I/O and no clock; wall time comes in as an argument. Every write
+returns the :class:`LogEntry` objects it produced (none for a no-op); the
+caller makes them durable.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import registers as R
+from .errors import InputError, NotFoundError, PermissionDeniedError
+from .eventdoc import CONFIG, CONFIG_FIELD, PARTICIPANT, SCHEMA_KEY, EventDoc, record_key
+from .model import (
+    Attendance,
+    Candidate,
+    Conflict,
+    ConflictKind,
+    LogEntry,
+    Method,
+    Participant,
+    Scan,
+    ScanKind,
+)
+from .schema import Policy, Schema, check_config_key
+
+MAX_ID_LEN = 128
+MAX_VALUE_BYTES = 8192
+IMPORT_CHUNK = 1000  # participants per Y transaction / log entry
+
+
+def check_id(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
+        raise InputError(f"{kind} id must be a non-empty string of at most {MAX_ID_LEN} characters")
+    if any(ord(c) < 32 or c == R.SEP for c in value) or value != value.strip():
+        raise InputError(f"{kind} id {value!r} contains control characters or edge spaces")
+    return value
+
+
+def check_value(name: str, value: object) -> object:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: value {value!r} is not JSON data") from None
+    if len(text.encode("utf-8")) > MAX_VALUE_BYTES:
+        raise InputError(f"{name}: value is larger than {MAX_VALUE_BYTES} bytes")
+    return value
+
+
+def parse_scan_id(value: str | None) -> str:
+    """A canonical UUID v4 string; a fresh one for ``None``."""
+    if value is None:
+        return str(uuid.uuid4())
+    try:
+        parsed = uuid.UUID(str(value))
+    except ValueError:
+        raise InputError(f"idempotency key {value!r} is not a UUID") from None
+    if parsed.version != 4:
+        raise InputError(f"idempotency key {value!r} is not a UUID v4")
+    return str(parsed)
+
+
+@dataclass(slots=True)
+class _Derived:
+    """Per-participant facts recomputed lazily when a record changes."""
+
+    live: set[str] = field(default_factory=set)
+    qr: dict[str, set[str]] = field(default_factory=dict)
+    qr_of: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, list[Conflict]] = field(default_factory=dict)
+
+
+class Event:
+    """One event: its document and everything derived from it."""
+
+    def __init__(self, doc: EventDoc) -> None:
+        self.doc = doc
+        self.id = doc.event
+        self._derived = _Derived()
+
+    @property
+    def schema(self) -> Schema:
+        return self.doc.schema
+
+    # -- event and configuration ---------------------------------------
+
+    def create(self, name: str, schema_ext: Mapping[str, Any] | None, wall_ms: int) -> LogEntry:
+        if not isinstance(name, str) or len(name) > 256:
+            raise InputError("event name must be a string of at most 256 characters")
+        ext = dict(schema_ext or {})
+        self.schema.extend(ext)  # validate before writing anything
+
+        def body(dot: str, hlc: int) -> None:
+            self._write_config("name", name, dot, hlc)
+            self._write_config(SCHEMA_KEY, json.dumps(ext, sort_keys=True), dot, hlc)
+
+        return self.doc.transact(wall_ms, body)
+
+    def set_config(self, key: str, value: object, wall_ms: int) -> LogEntry:
+        check_config_key(key)
+        if key == SCHEMA_KEY:
+            raise InputError(f"{SCHEMA_KEY} is set with the event's schema, not directly")
+        check_value(key, value)
+        return self.doc.transact(wall_ms, lambda dot, hlc: self._write_config(key, value, dot, hlc))
+
+    def _write_config(self, key: str, value: object, dot: str, hlc: int) -> None:
+        policy = self.doc.policy(CONFIG, key, CONFIG_FIELD)
+        self.doc.write_register(
+            CONFIG, key, {CONFIG_FIELD: value}, dot, hlc, {CONFIG_FIELD: policy}
+        )
+
+    def config(self) -> dict[str, Any]:
+        out = {}
+        for key in sorted(self.doc.config_keys()):
+            if key != SCHEMA_KEY:
+                out[key] = self.doc.field_value(CONFIG, key, CONFIG_FIELD)[0]
+        return out
+
+    @property
+    def name(self) -> str:
+        return str(self.doc.field_value(CONFIG, "name", CONFIG_FIELD)[0] or "")
+
+    # -- participants ----------------------------------------------------
+
+    def upsert_participants(
+        self, rows: Iterable[Mapping[str, Any]], wall_ms: int
+    ) -> tuple[list[LogEntry], int]:
+        """Create or update participants; unchanged values are not rewritten.
+
+        Every row is validated before anything is written.
+
+        Returns:
+            The log entries written and the number of participants changed.
+
+        Raises:
+            InputError: a row has no id, an undeclared field or a bad value.
+            NotFoundError: a row updates a deleted participant.
+        """
+        changes: list[tuple[str, dict[str, Any]]] = []
+        seen: set[str] = set()
+        deleted = self._deleted_ids()
+        for n, row in enumerate(rows, 1):
+            pid, fields = self._validate_row(n, row)
+            if pid in seen:
+                raise InputError(f"row {n}: participant {pid!r} appears twice")
+            seen.add(pid)
+            if pid in deleted:
+                raise NotFoundError(f"row {n}: participant {pid!r} was deleted")
+            changed = self._changed_fields(pid, fields)
+            if changed:
+                changes.append((pid, changed))
+        entries = []
+        for start in range(0, len(changes), IMPORT_CHUNK):
+            chunk = changes[start : start + IMPORT_CHUNK]
+            entries.append(
+                self.doc.transact(wall_ms, lambda d, h, c=chunk: self._write_rows(c, d, h))
+            )
+        return entries, len(changes)
+
+    def _validate_row(self, n: int, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        if not isinstance(row, Mapping):
+            raise InputError(f"row {n}: expected a mapping of field to value")
+        try:
+            pid = check_id("participant", row.get("id"))
+            fields = {}
+            for name, value in row.items():
+                if name == "id":
+                    continue
+                self.schema.participant_policy(name)
+                fields[name] = check_value(name, value)
+        except InputError as exc:
+            raise InputError(f"row {n}: {exc}") from None
+        return pid, fields
+
+    def _deleted_ids(self) -> set[str]:
+        self._refresh()
+        return set(self.doc.participant_ids()) - self._derived.live
+
+    def _changed_fields(self, pid: str, fields: dict[str, Any]) -> dict[str, Any]:
+        changed = {}
+        for name, value in fields.items():
+            current, conflicted = self.doc.field_value(PARTICIPANT, pid, name)
+            if conflicted or current != value:
+                changed[name] = value
+        return changed
+
+    def _write_rows(self, rows: list[tuple[str, dict[str, Any]]], dot: str, hlc: int) -> None:
+        for pid, fields in rows:
+            policies = {f: self.schema.participant_policy(f) for f in fields}
+            values = {}
+            for f, v in fields.items():
+                current = self.doc.field_value(PARTICIPANT, pid, f)[0]
+                values[f] = R.combine(policies[f], current, v)
+            # One entry per participant per transaction: the dot is shared,
+            # the register key (record + dot) is not.
+            self.doc.write_register(PARTICIPANT, pid, values, dot, hlc, policies)
+
+    def delete_participant(self, pid: str, wall_ms: int) -> LogEntry:
+        """Delete a participant (admin only). Their scans are kept."""
+        self._require_admin("delete a participant")
+        self._require_live(pid)
+        return self.doc.transact(wall_ms, lambda dot, hlc: self._write_deleted(pid, True, dot, hlc))
+
+    def _write_deleted(self, pid: str, deleted: bool, dot: str, hlc: int, aux: Any = None) -> None:
+        entries = self.doc.records.get(record_key(PARTICIPANT, pid), {})
+        aux = dict(aux or {})
+        if deleted:
+            aux["seen"] = sorted(entries)
+        self.doc.write_register(
+            PARTICIPANT, pid, {R.DELETED: deleted}, dot, hlc, {R.DELETED: Policy.LWW}, aux=aux
+        )
+
+    def _require_admin(self, what: str) -> None:
+        if self.doc.role != "admin":
+            raise PermissionDeniedError(
+                f"only an admin device may {what} (this is a {self.doc.role})"
+            )
+
+    def _require_live(self, pid: str) -> None:
+        if record_key(PARTICIPANT, pid) not in self.doc.records:
+            raise NotFoundError(f"no participant {pid!r} in event {self.id!r}")
+        if self.is_deleted(pid):
+            raise NotFoundError(f"participant {pid!r} was deleted")
+
+    def is_deleted(self, pid: str) -> bool:
+        return bool(self.doc.field_value(PARTICIPANT, pid, R.DELETED)[0])
+
+    def participant(self, pid: str) -> Participant:
+        if record_key(PARTICIPANT, pid) not in self.doc.records:
+            raise NotFoundError(f"no participant {pid!r} in event {self.id!r}")
+        fields: dict[str, Any] = {}
+        conflicted = []
+        for name in self.doc.record_fields(PARTICIPANT, pid):
+            if name == R.DELETED:
+                continue
+            value, is_conflicted = self.doc.field_value(PARTICIPANT, pid, name)
+            fields[name] = value
+            if is_conflicted:
+                conflicted.append(name)
+        return Participant(pid, fields, self.is_deleted(pid), tuple(conflicted))
+
+    def participants(self, include_deleted: bool = False) -> list[Participant]:
+        out = [self.participant(pid) for pid in sorted(self.doc.participant_ids())]
+        return out if include_deleted else [p for p in out if not p.deleted]
+
+    def lookup(self, participant_or_qr: str) -> str:
+        """A participant id from an id or a QR token.
+
+        Raises:
+            NotFoundError: neither a participant id nor a known QR token.
+            InputError: the QR token belongs to more than one participant.
+        """
+        if record_key(PARTICIPANT, participant_or_qr) in self.doc.records:
+            return participant_or_qr
+        self._refresh()
+        owners = self._derived.qr.get(participant_or_qr, set()) & self._derived.live
+        if len(owners) == 1:
+            return next(iter(owners))
+        if owners:
+            raise InputError(f"QR token is shared by participants {sorted(owners)}")
+        raise NotFoundError(
+            f"no participant or QR token {participant_or_qr!r} in event {self.id!r}"
+        )
+
+    # -- attendance --------------------------------------------------------
+
+    def record_scan(
+        self,
+        kind: ScanKind,
+        who: str,
+        *,
+        gate: str,
+        method: str,
+        wall_ms: int,
+        scan_id: str | None = None,
+        at_ms: int | None = None,
+        device: str | None = None,
+        allow_unknown: bool = False,
+    ) -> tuple[Scan, LogEntry | None]:
+        """Record a check-in or check-out scan, once per idempotency key.
+
+        Returns:
+            ``(scan, entry)``; ``entry`` is None when the scan was a repeat
+            (same idempotency key, or same device + timestamp + participant).
+
+        Raises:
+            InputError: bad gate, method, key or timestamp, or a key reused
+                for a different scan.
+            NotFoundError: unknown or deleted participant (unless
+                ``allow_unknown``).
+            FutureTimestampError: ``at_ms`` too far in the future.
+        """
+        sid = parse_scan_id(scan_id)
+        pid = check_id("participant", who) if allow_unknown else self.lookup(who)
+        if not allow_unknown:
+            self._require_live(pid)
+        if not isinstance(gate, str) or not gate.strip() or len(gate) > 64:
+            raise InputError("gate must be a non-empty name of at most 64 characters")
+        try:
+            meth = Method(method)
+        except ValueError:
+            raise InputError(f"method must be one of qr, ble, manual (not {method!r})") from None
+        if at_ms is not None:
+            if isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms <= 0:
+                raise InputError(f"timestamp {at_ms!r} is not a positive integer of milliseconds")
+            self.doc.clock.check(at_ms << 16, wall_ms)
+        device = device or self.doc.device
+        existing = self.doc.scans.get(sid)
+        if existing is not None:
+            if (existing.participant, existing.kind) != (pid, kind) or (
+                at_ms is not None and existing.ts_ms != at_ms
+            ):
+                raise InputError(f"idempotency key {sid} was already used for a different scan")
+            return existing, None
+        if at_ms is not None:
+            twin = self.doc.dedup.get((device, at_ms, pid, kind.value))
+            if twin is not None:
+                return self.doc.scans[twin], None
+        holder: list[Scan] = []
+
+        def body(dot: str, hlc: int) -> None:
+            ts = at_ms if at_ms is not None else hlc >> 16
+            scan = Scan(sid, pid, kind, ts, hlc, gate, meth, device)
+            self.doc.write_scan(scan)
+            holder.append(scan)
+
+        entry = self.doc.transact(wall_ms, body)
+        return holder[0], entry
+
+    def attendance(self, pid: str) -> Attendance:
+        ids = self.doc.scans_by_participant.get(pid, [])
+        scans = sorted((self.doc.scans[i] for i in ids), key=_scan_order)
+        ins = [s for s in scans if s.kind is ScanKind.IN]
+        outs = [s for s in scans if s.kind is ScanKind.OUT]
+        pol = self.schema.attendance
+        return Attendance(
+            pid, _pick(pol["check_in"], ins), _pick(pol["check_out"], outs), tuple(scans)
+        )
+
+    def attendance_list(self) -> list[Attendance]:
+        return [self.attendance(pid) for pid in sorted(self.doc.scans_by_participant)]
+
+    # -- conflicts ---------------------------------------------------------
+
+    def conflicts(self) -> list[Conflict]:
+        self._refresh()
+        found = [c for cs in self._derived.conflicts.values() for c in cs]
+        return sorted(found, key=lambda c: (c.record, c.field, c.id))
+
+    def conflict(self, conflict_id: str) -> Conflict:
+        for c in self.conflicts():
+            if c.id == conflict_id:
+                return c
+        raise NotFoundError(f"no open conflict {conflict_id!r} in event {self.id!r}")
+
+    def resolve(
+        self,
+        conflict_id: str,
+        wall_ms: int,
+        *,
+        choose: str | None = None,
+        value: Any = None,
+        use_value: bool = False,
+    ) -> LogEntry:
+        """Close a conflict (admin only): pick a candidate by dot, or write a
+        new value (``use_value=True``). For a modified-deleted conflict the
+        value is ``"delete"`` or ``"restore"``.
+
+        Raises:
+            PermissionDeniedError: this device is not an admin.
+            NotFoundError: no such open conflict, or no such candidate.
+            InputError: neither or both of ``choose`` and a value given.
+        """
+        self._require_admin("resolve a conflict")
+        c = self.conflict(conflict_id)
+        if (choose is None) == (not use_value):
+            raise InputError("give exactly one of: a candidate to choose, or a new value")
+        if choose is not None:
+            picked = [x for x in c.candidates if x.dot == choose]
+            if not picked:
+                raise NotFoundError(f"conflict {conflict_id} has no candidate {choose!r}")
+            value = picked[0].value
+        record = {"conflict": c.to_dict(), "by": self.doc.device, "value": value}
+        if c.kind is ConflictKind.MODIFIED_DELETED:
+            deleted = _deleted_choice(value, picked[0] if choose else None)
+
+            def body(dot: str, hlc: int) -> None:
+                self._write_deleted(c.record, deleted, dot, hlc, aux={"resolves": c.id})
+                self.doc.write_history(c.id, dot, {**record, "at": hlc})
+        else:
+            check_value(c.field, value)
+
+            def body(dot: str, hlc: int) -> None:
+                self.doc.write_register(
+                    PARTICIPANT,
+                    c.record,
+                    {c.field: value},
+                    dot,
+                    hlc,
+                    {c.field: Policy.CRITICAL},
+                    aux={"resolves": c.id},
+                )
+                self.doc.write_history(c.id, dot, {**record, "at": hlc})
+
+        return self.doc.transact(wall_ms, body)
+
+    def resolutions(self) -> list[dict[str, Any]]:
+        return sorted(self.doc.history.values(), key=lambda r: (r.get("at", 0), str(r)))
+
+    # -- derived state -----------------------------------------------------
+
+    def _refresh(self) -> None:
+        dirty, self.doc.dirty = self.doc.dirty, set()
+        prefix = PARTICIPANT + R.SEP
+        d = self._derived
+        for rkey in dirty:
+            if not rkey.startswith(prefix):
+                continue
+            pid = rkey[len(prefix) :]
+            old = d.qr_of.pop(pid, None)
+            if old is not None:
+                d.qr.get(old, set()).discard(pid)
+            d.conflicts.pop(pid, None)
+            d.live.discard(pid)
+            if rkey not in self.doc.records:
+                continue
+            if not self.is_deleted(pid):
+                d.live.add(pid)
+            qr = self.doc.field_value(PARTICIPANT, pid, "qr_token")[0]
+            if isinstance(qr, str) and qr:
+                d.qr_of[pid] = qr
+                d.qr.setdefault(qr, set()).add(pid)
+            found = self._record_conflicts(pid)
+            if found:
+                d.conflicts[pid] = found
+
+    def _record_conflicts(self, pid: str) -> list[Conflict]:
+        out = []
+        fields = self.doc.record_fields(PARTICIPANT, pid)
+        for name, live in fields.items():
+            if name == R.DELETED or self.doc.policy(PARTICIPANT, pid, name) is not Policy.CRITICAL:
+                continue
+            if R.merge(Policy.CRITICAL, live, name)[1]:
+                out.append(self._make_conflict(ConflictKind.CONCURRENT_EDIT, pid, name, live, name))
+        tombstones = [e for e in fields.get(R.DELETED, []) if e.fields[R.DELETED] is True]
+        if tombstones and self.is_deleted(pid):
+            seen = {d for t in tombstones for d in (t.aux or {}).get("seen", [])}
+            entries = self.doc.records.get(record_key(PARTICIPANT, pid), {}).values()
+            mods = [e for e in entries if R.DELETED not in e.fields and e.dot not in seen]
+            if mods:
+                out.append(
+                    self._make_conflict(
+                        ConflictKind.MODIFIED_DELETED, pid, R.DELETED, tombstones + mods, None
+                    )
+                )
+        return out
+
+    def _make_conflict(
+        self,
+        kind: ConflictKind,
+        pid: str,
+        name: str,
+        entries: list[R.RegEntry],
+        value_field: str | None,
+    ) -> Conflict:
+        cands = tuple(
+            Candidate(
+                e.dot,
+                e.device,
+                e.fields[value_field] if value_field else dict(e.fields),
+                e.hlc,
+                e.role,
+            )
+            for e in sorted(entries, key=lambda e: e.order)
+        )
+        cid = R.conflict_id(self.id, kind.value, pid, name, (e.dot for e in entries))
+        return Conflict(cid, kind, pid, name, cands)
+
+    def counts(self) -> dict[str, int]:
+        self._refresh()
+        checked_in = checked_out = 0
+        for ids in self.doc.scans_by_participant.values():
+            kinds = {self.doc.scans[i].kind for i in ids}
+            checked_in += ScanKind.IN in kinds
+            checked_out += ScanKind.OUT in kinds
+        return {
+            "participants": len(self._derived.live),
+            "checked_in": checked_in,
+            "checked_out": checked_out,
+            "scans": len(self.doc.scans),
+            "open_conflicts": sum(len(c) for c in self._derived.conflicts.values()),
+        }
+
+
+def _scan_order(scan: Scan) -> tuple[int, int, str, str]:
+    return (scan.ts_ms, scan.hlc, scan.device, scan.id)
+
+
+def _pick(policy: Policy, scans: list[Scan]) -> Scan | None:
+    if not scans:
+        return None
+    if policy is Policy.EARLIEST:
+        return scans[0]
+    if policy is Policy.LATEST:
+        return scans[-1]
+    return max(scans, key=lambda s: (s.hlc, s.device, s.id))  # lww
+
+
+def _deleted_choice(value: Any, picked: Candidate | None) -> bool:
+    if picked is not None:
+        return isinstance(picked.value, dict) and picked.value.get(R.DELETED) is True
+    if value in ("delete", "restore"):
+        return value == "delete"
+    raise InputError('a modified-deleted conflict is resolved with "delete" or "restore"')

@@ -1,0 +1,173 @@
+"""Multi-value registers with per-field merge policies (pure functions).
+
+A record (a participant, a configuration key) is a set of *entries*, one per
+write, each keyed by its dot ``device:seq`` in a flat root map, so two devices
+never create the same container (see design.md). An entry holds the fields it
+wrote, its hybrid-clock timestamp, the writer's role, and ``sup``: the dots of
+entries it supersedes for the fields they share. Entries a write covers
+completely are deleted from the map instead of listed.
+
+For a field ``f`` the *candidates* are the entries holding ``f`` that no entry
+holding ``f`` supersedes. One candidate: sequential history. Several:
+concurrent writes, which the field's policy merges, or, for a critical field
+with different values, a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .schema import Policy
+
+SEP = "\x1f"
+DELETED = "_deleted"
+AUTHORITY_ROLES = frozenset({"admin", "relay"})
+
+
+@dataclass(frozen=True, slots=True)
+class RegEntry:
+    dot: str
+    device: str
+    fields: Mapping[str, Any]
+    hlc: int
+    role: str
+    sup: frozenset[str]
+    aux: Mapping[str, Any] | None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Last-writer-wins order: timestamp, then device id."""
+        return (self.hlc, self.device)
+
+
+def dot_device(dot: str) -> str:
+    return dot.rpartition(":")[0]
+
+
+def encode_entry(
+    fields: Mapping[str, Any], hlc: int, role: str, sup: Iterable[str], aux: Any = None
+) -> list[Any]:
+    """The map value of an entry. Field values travel as JSON text so that
+    every type round-trips exactly (Y numbers are floats)."""
+    return [
+        json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
+        hlc,
+        role,
+        ",".join(sorted(sup)) or None,
+        None if aux is None else json.dumps(aux, separators=(",", ":"), sort_keys=True),
+    ]
+
+
+def decode_entry(dot: str, raw: Any) -> RegEntry | None:
+    """Parse a map value; ``None`` for anything malformed (it is ignored
+    identically on every replica, so it cannot cause divergence)."""
+    try:
+        fields_json, hlc, role, sup, aux = raw
+        fields = json.loads(fields_json)
+        if not isinstance(fields, dict) or not isinstance(role, str):
+            return None
+        return RegEntry(
+            dot=dot,
+            device=dot_device(dot),
+            fields=fields,
+            hlc=int(hlc),
+            role=role,
+            sup=frozenset(sup.split(",")) if sup else frozenset(),
+            aux=json.loads(aux) if aux else None,
+        )
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def candidates(entries: Iterable[RegEntry], field: str) -> list[RegEntry]:
+    """The entries holding ``field`` that no other entry holding it supersedes,
+    in a deterministic order (by timestamp, then device)."""
+    holding = [e for e in entries if field in e.fields]
+    superseded: set[str] = set()
+    for e in holding:
+        superseded |= e.sup
+    live = [e for e in holding if e.dot not in superseded]
+    live.sort(key=lambda e: e.order)
+    return live
+
+
+def value_order(value: Any) -> tuple[int, Any]:
+    """A total order over JSON values, the same on every replica."""
+    if isinstance(value, bool) or value is None:
+        return (0, int(bool(value)))
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, json.dumps(value, sort_keys=True))
+
+
+def merge(policy: Policy, live: list[RegEntry], field: str) -> tuple[Any, bool]:
+    """Merge candidates under ``policy``.
+
+    Returns:
+        ``(value, conflicted)``; ``conflicted`` is only ever True for a
+        critical field whose candidates hold different values.
+    """
+    if not live:
+        return None, False
+    if policy is Policy.UNION:
+        merged: set[Any] = set()
+        for e in live:
+            value = e.fields[field]
+            merged.update(value if isinstance(value, list) else [value])
+        return sorted(merged, key=value_order), False
+    if policy is Policy.EARLIEST:
+        best = min(live, key=lambda e: (value_order(e.fields[field]), e.device))
+        return best.fields[field], False
+    if policy is Policy.LATEST:
+        best = max(live, key=lambda e: (value_order(e.fields[field]), e.device))
+        return best.fields[field], False
+    if policy is Policy.AUTHORITY:
+        ruling = [e for e in live if e.role in AUTHORITY_ROLES] or live
+        return ruling[-1].fields[field], False
+    if policy is Policy.CRITICAL and len({_canon(e.fields[field]) for e in live}) > 1:
+        return None, True
+    return live[-1].fields[field], False  # lww, or critical with one value
+
+
+def combine(policy: Policy, current: Any, new: Any) -> Any:
+    """The value a writer stores: for earliest/latest/union the new value
+    folded into the current one, so superseding can never lose the winner."""
+    if current is None:
+        return sorted(set(new), key=value_order) if policy is Policy.UNION else new
+    if policy is Policy.EARLIEST:
+        return min(current, new, key=value_order)
+    if policy is Policy.LATEST:
+        return max(current, new, key=value_order)
+    if policy is Policy.UNION:
+        return sorted(set(current) | set(new), key=value_order)
+    return new
+
+
+def may_supersede(policy: Policy, entry: RegEntry, writer_role: str, conflicted: bool) -> bool:
+    """Whether a writer of ``writer_role`` may supersede ``entry`` for a field.
+
+    A device never overrides an authority value, and only an admin may close a
+    critical conflict (a gate's write while conflicted becomes one more
+    candidate).
+    """
+    if policy is Policy.AUTHORITY and entry.role in AUTHORITY_ROLES:
+        return writer_role in AUTHORITY_ROLES
+    if policy is Policy.CRITICAL and conflicted:
+        return writer_role == "admin"
+    return True
+
+
+def conflict_id(event: str, kind: str, record: str, field: str, dots: Iterable[str]) -> str:
+    """Deterministic id of a manual-merge record."""
+    text = SEP.join([event, kind, record, field, ",".join(sorted(dots))])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,457 @@
+"""The replica: one device's identity, store and event documents.
+
+The composition root that every driver (CLI, gate daemon, relay, tests) goes
+through. It owns the effects the pure core does not: the wall clock, the
+SQLite store and the data-directory lock. Every write returns only after its
+log entry is durable (per the store's durability setting).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import csvimport
+from .errors import HeadcountError, InputError, NotFoundError, RemoteProtocolError, StoreError
+from .event import Event, check_id
+from .eventdoc import EventDoc
+from .hlc import DEFAULT_FUTURE_TOLERANCE_MS, HybridClock
+from .identity import Identity, Role, create_identity, default_data_dir, load_identity
+from .model import (
+    CheckInResult,
+    Conflict,
+    EventStatus,
+    LogEntry,
+    Participant,
+    ScanKind,
+)
+from .store import DB_FILE, Durability, Store
+
+SNAPSHOT_EVERY = 2000  # log entries since the last snapshot before taking a new one
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What :meth:`Replica.apply_entries` did with a batch from a peer."""
+
+    applied: int = 0
+    duplicates: int = 0
+    pending: int = 0
+    rejected: list[tuple[LogEntry, str]] = field(default_factory=list)
+
+
+class Replica:
+    """A device's replica of every event it serves.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        identity: Identity,
+        store: Store,
+        *,
+        wall_clock: Callable[[], int] = wall_clock_ms,
+        future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS,
+        lock_fd: int | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.identity = identity
+        self.store = store
+        self.wall_clock = wall_clock
+        self.read_only = read_only
+        self._lock_fd = lock_fd
+        self.clock = HybridClock(int(store.get_meta("hlc", 0) or 0), future_tolerance_ms)
+        self._events: dict[str, Event] = {}
+
+    # -- lifecycle ------------------------------------------------------
+
+    @staticmethod
+    def init(data_dir: Path | None = None, *, role: Role = Role.GATE, name: str = "") -> Identity:
+        """Create a device in ``data_dir`` (see :func:`create_identity`)."""
+        data_dir = Path(data_dir) if data_dir else default_data_dir()
+        identity = create_identity(data_dir, role=role, name=name)
+        Store(data_dir / DB_FILE).close()
+        return identity
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path | str | None = None,
+        *,
+        durability: Durability | str = Durability.FULL,
+        read_only: bool = False,
+        wall_clock: Callable[[], int] = wall_clock_ms,
+        future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS,
+    ) -> Replica:
+        """Open the device in ``data_dir``.
+
+        A writable replica holds an exclusive lock on the data directory;
+        ``read_only`` replicas take no lock and refuse writes.
+
+        Raises:
+            StoreError: no device there, another process holds it, or the
+                store is unusable.
+        """
+        path = Path(data_dir) if data_dir else default_data_dir()
+        identity = load_identity(path)
+        lock_fd = None if read_only else _lock(path)
+        try:
+            store = Store(path / DB_FILE, Durability(durability))
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return cls(
+            path,
+            identity,
+            store,
+            wall_clock=wall_clock,
+            future_tolerance_ms=future_tolerance_ms,
+            lock_fd=lock_fd,
+            read_only=read_only,
+        )
+
+    def close(self) -> None:
+        try:
+            if not self.read_only:
+                for event in list(self._events):
+                    self.maybe_snapshot(event)
+            self.store.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
+
+    @property
+    def role(self) -> Role:
+        return self.identity.role
+
+    # -- events -----------------------------------------------------------
+
+    def events(self) -> list[str]:
+        return self.store.events()
+
+    def event(self, event_id: str) -> Event:
+        """The loaded event (snapshot + log tail on first use).
+
+        Raises:
+            NotFoundError: this replica has no such event.
+        """
+        ev = self._events.get(event_id)
+        if ev is None:
+            if event_id not in self.store.events():
+                raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
+            ev = self._events[event_id] = self._load(event_id)
+        return ev
+
+    def _load(self, event_id: str) -> Event:
+        snap = self.store.snapshot(event_id)
+        vv = self.store.version_vector(event_id)
+        doc = EventDoc(
+            event_id,
+            self.device_id,
+            self.role.value,
+            self.clock,
+            next_seq=vv.get(self.device_id, 0) + 1,
+        )
+        updates = [snap.state] if snap else []
+        updates += [e.update for e in self.store.log_tail(event_id, snap.upto if snap else 0)]
+        try:
+            doc.load(updates)
+        except RemoteProtocolError:
+            if snap is None:
+                raise StoreError(f"event {event_id!r}: the stored log does not decode") from None
+            doc = EventDoc(event_id, self.device_id, self.role.value, self.clock, doc.next_seq)
+            doc.load([e.update for e in self.store.log_tail(event_id, 0)])
+        for entry in self.store.pending(event_id):
+            doc.apply_remote(entry.update)
+        return Event(doc)
+
+    def create_event(
+        self, event_id: str, name: str = "", schema: Mapping[str, Any] | None = None
+    ) -> Event:
+        """Create an event with an optional schema extension.
+
+        Raises:
+            InputError: bad id, name or schema; the event already exists.
+        """
+        self._writable()
+        check_id("event", event_id)
+        if event_id in self.store.events():
+            raise InputError(f"event {event_id!r} already exists", code="exists")
+        now = self.wall_clock()
+        doc = EventDoc(event_id, self.device_id, self.role.value, self.clock)
+        ev = Event(doc)
+        entry = ev.create(name or event_id, schema, now)
+        self._events[event_id] = ev
+        self._commit(event_id, [entry])
+        return ev
+
+    # -- writes -------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError("this replica was opened read-only")
+
+    def _commit(self, event_id: str, entries: list[LogEntry]) -> None:
+        """Make entries durable; on failure forget the in-memory state so it
+        is reloaded from what is really on disk."""
+        if not entries:
+            return
+        try:
+            self.store.append(entries, self.clock.last)
+        except Exception as exc:
+            self._events.pop(event_id, None)
+            raise StoreError(f"could not write to the store: {exc}") from exc
+
+    def _write(
+        self, event_id: str, op: Callable[[Event, int], LogEntry | list[LogEntry] | None]
+    ) -> list[LogEntry]:
+        self._writable()
+        ev = self.event(event_id)
+        result = op(ev, self.wall_clock())
+        entries = [] if result is None else result if isinstance(result, list) else [result]
+        self._commit(event_id, entries)
+        return entries
+
+    def import_participants(
+        self, event_id: str, rows: Iterable[Mapping[str, Any]]
+    ) -> csvimport.ImportReport:
+        """Create or update participants, all or nothing (see :meth:`Event.upsert_participants`)."""
+        rows = list(rows)
+        changed: list[int] = []
+
+        def op(ev: Event, now: int) -> list[LogEntry]:
+            entries, count = ev.upsert_participants(rows, now)
+            changed.append(count)
+            return entries
+
+        entries = self._write(event_id, op)
+        return csvimport.ImportReport(rows=len(rows), changed=changed[0], entries=len(entries))
+
+    def import_csv(self, event_id: str, path: Path | str) -> csvimport.ImportReport:
+        """Import participants from a CSV file; nothing is written unless every row is valid."""
+        rows = csvimport.read_participants(Path(path), self.event(event_id).schema)
+        return self.import_participants(event_id, rows)
+
+    def upsert_participant(self, event_id: str, pid: str, fields: Mapping[str, Any]) -> bool:
+        """Create or update one participant; False if nothing changed."""
+        return self.import_participants(event_id, [{"id": pid, **fields}]).changed > 0
+
+    def delete_participant(self, event_id: str, pid: str) -> None:
+        self._write(event_id, lambda ev, now: ev.delete_participant(pid, now))
+
+    def set_config(self, event_id: str, key: str, value: object) -> None:
+        self._write(event_id, lambda ev, now: ev.set_config(key, value, now))
+
+    def check_in(self, event_id: str, who: str, **kw: Any) -> CheckInResult:
+        """Record a check-in; returns once it is durable. See :meth:`Event.record_scan`."""
+        return self._scan(ScanKind.IN, event_id, who, **kw)
+
+    def check_out(self, event_id: str, who: str, **kw: Any) -> CheckInResult:
+        return self._scan(ScanKind.OUT, event_id, who, **kw)
+
+    def _scan(
+        self,
+        kind: ScanKind,
+        event_id: str,
+        who: str,
+        *,
+        gate: str | None = None,
+        method: str = "qr",
+        **kw: Any,
+    ) -> CheckInResult:
+        holder = []
+
+        def op(ev: Event, now: int) -> LogEntry | None:
+            scan, entry = ev.record_scan(
+                kind, who, gate=gate or self.identity.name, method=method, wall_ms=now, **kw
+            )
+            holder.append(scan)
+            return entry
+
+        entries = self._write(event_id, op)
+        scan = holder[0]
+        return CheckInResult(
+            scan,
+            bool(entries),
+            self.event(event_id).attendance(scan.participant),
+            entries[0] if entries else None,
+        )
+
+    def resolve_conflict(self, event_id: str, conflict_id: str, **kw: Any) -> None:
+        self._write(event_id, lambda ev, now: ev.resolve(conflict_id, now, **kw))
+
+    # -- reads ------------------------------------------------------------
+
+    def participant(self, event_id: str, pid: str) -> Participant:
+        return self.event(event_id).participant(pid)
+
+    def conflicts(self, event_id: str) -> list[Conflict]:
+        return self.event(event_id).conflicts()
+
+    def version_vector(self, event_id: str) -> dict[str, int]:
+        return self.store.version_vector(event_id)
+
+    def status(self, event_id: str) -> EventStatus:
+        counts = self.event(event_id).counts()
+        return EventStatus(event_id, version_vector=self.version_vector(event_id), **counts)
+
+    # -- replication ------------------------------------------------------
+
+    def export_since(self, event_id: str, vv: Mapping[str, int]) -> list[LogEntry]:
+        """Every entry of the event that a replica with version vector ``vv`` lacks."""
+        self.event(event_id)
+        return self.store.entries_since(event_id, vv)
+
+    def apply_entries(self, entries: Iterable[LogEntry]) -> ApplyResult:
+        """Apply entries from a peer, in any order, with duplicates.
+
+        Each device's entries are applied in sequence order; an entry whose
+        predecessor is missing, or whose Y items wait for another device's
+        entry, is kept (durably) as pending and retried as more arrive.
+        Rejected entries (undecodable, future timestamps) change nothing.
+        """
+        self._writable()
+        result = ApplyResult()
+        by_event: dict[str, list[LogEntry]] = {}
+        for entry in entries:
+            reason = _shape_error(entry)
+            if reason:
+                result.rejected.append((entry, reason))
+            else:
+                by_event.setdefault(entry.event, []).append(entry)
+        for event_id, batch in by_event.items():
+            self._apply_event(event_id, batch, result)
+        return result
+
+    def _apply_event(self, event_id: str, batch: list[LogEntry], result: ApplyResult) -> None:
+        if event_id not in self.store.events():
+            self.store.add_event(event_id, self.wall_clock())
+        ev = self.event(event_id)
+        have = self.store.version_vector(event_id)
+        waiting = {(e.device, e.seq): e for e in self.store.pending(event_id)}
+        fresh: list[LogEntry] = []
+        for entry in batch:
+            if entry.seq <= have.get(entry.device, 0) or (entry.device, entry.seq) in waiting:
+                result.duplicates += 1
+                continue
+            try:
+                self.clock.check(entry.hlc, self.wall_clock())
+            except HeadcountError as exc:
+                result.rejected.append((entry, exc.message))
+                continue
+            waiting[(entry.device, entry.seq)] = entry
+            fresh.append(entry)
+        applied = self._drain(ev, have, waiting, result.rejected)
+        result.applied += len(applied)
+        done = {(e.device, e.seq) for e in applied} | {
+            (e.device, e.seq) for e, _ in result.rejected
+        }
+        still = [e for e in fresh if (e.device, e.seq) not in done]
+        result.pending += len(still)
+        try:
+            if applied:
+                self.store.append(applied, self.clock.last, force=True)
+            if still:
+                self.store.add_pending(still)
+        except Exception as exc:
+            self._events.pop(event_id, None)
+            raise StoreError(f"could not write to the store: {exc}") from exc
+        own = have.get(self.device_id, 0)
+        ev.doc.next_seq = max(ev.doc.next_seq, own + 1)
+
+    def _drain(
+        self,
+        ev: Event,
+        have: dict[str, int],
+        waiting: dict[tuple[str, int], LogEntry],
+        rejected: list[tuple[LogEntry, str]],
+    ) -> list[LogEntry]:
+        """Apply every waiting entry whose predecessor is present, until no
+        more progress; returns the entries that integrated, in order.
+        Undecodable entries go to ``rejected``."""
+        applied: list[LogEntry] = []
+        progress = True
+        while progress:
+            progress = False
+            for key in sorted(waiting, key=lambda k: (waiting[k].hlc, k)):
+                entry = waiting[key]
+                if entry.seq != have.get(entry.device, 0) + 1:
+                    continue
+                try:
+                    ok = ev.doc.apply_remote(entry.update)
+                except RemoteProtocolError as exc:
+                    rejected.append((waiting.pop(key), exc.message))
+                    continue
+                if ok:
+                    self.clock.observe(max(entry.hlc, self.clock.last), self.wall_clock())
+                    have[entry.device] = entry.seq
+                    applied.append(waiting.pop(key))
+                    progress = True
+        return applied
+
+    # -- snapshots ------------------------------------------------------
+
+    def maybe_snapshot(self, event_id: str, every: int = SNAPSHOT_EVERY) -> bool:
+        """Snapshot the event if the log grew by ``every`` entries since the last one."""
+        self.store.flush()
+        snap = self.store.snapshot(event_id)
+        last = self.store.last_log_id(event_id)
+        tail = self.store.tail_count(event_id, snap.upto if snap else 0)
+        if tail < every or event_id not in self._events:
+            return False
+        state = self._events[event_id].doc.encode_state()
+        self.store.save_snapshot(event_id, last, state, self.wall_clock())
+        return True
+
+
+def _shape_error(entry: object) -> str | None:
+    if not isinstance(entry, LogEntry):
+        return "not a log entry"
+    if not isinstance(entry.event, str) or not entry.event or len(entry.event) > 128:
+        return "bad event id"
+    if not isinstance(entry.device, str) or not entry.device or len(entry.device) > 64:
+        return "bad device id"
+    if not isinstance(entry.seq, int) or entry.seq < 1:
+        return "bad sequence number"
+    if not isinstance(entry.hlc, int) or entry.hlc < 0:
+        return "bad timestamp"
+    if not isinstance(entry.update, bytes | bytearray) or not entry.update:
+        return "empty update"
+    return None
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path} is in use by another headcount process (stop it, or use --read-only)",
+            code="locked",
+        ) from None
+    return fd

@@ -1,0 +1,276 @@
+"""The local store: SQLite in WAL mode.
+
+Holds every event's log (local and remote entries, numbered per device),
+snapshots for fast start-up, entries waiting for missing dependencies, and a
+little metadata (the hybrid clock's high-water mark). The schema is versioned
+with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS` on open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .errors import StoreError
+from .model import LogEntry
+
+DB_FILE = "headcount.db"
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    CREATE TABLE events (event TEXT PRIMARY KEY, created_ms INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE log (
+        id INTEGER PRIMARY KEY,
+        event TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hlc INTEGER NOT NULL,
+        upd BLOB NOT NULL,
+        UNIQUE (event, device, seq)
+    );
+    CREATE TABLE snapshots (
+        event TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        sha256 BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pending (
+        event TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hlc INTEGER NOT NULL,
+        upd BLOB NOT NULL,
+        PRIMARY KEY (event, device, seq)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+class Durability(StrEnum):
+    """How hard the store works before an operation returns.
+
+    ``full``: every operation is fsynced before it returns (the default).
+    ``normal``: survives a process crash, not a power cut (WAL, no fsync per commit).
+    ``off``: operations are buffered and written in groups; a crash loses the
+    unflushed tail. Only for benchmarks and bulk loads.
+    """
+
+    FULL = "full"
+    NORMAL = "normal"
+    OFF = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    upto: int
+    state: bytes
+
+
+class Store:
+    """One device's SQLite database.
+
+    Raises:
+        StoreError: the database cannot be opened, is corrupt, or was written
+            by a newer version of headcount.
+    """
+
+    def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
+        self.path = path
+        self.durability = durability
+        self._buffer: list[LogEntry] = []
+        self._buffer_hlc = 0
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            sync = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[durability.value]
+            self.db.execute(f"PRAGMA synchronous={sync}")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"store {self.path} has schema version {version}; this headcount "
+                f"knows up to {len(MIGRATIONS)}: upgrade headcount",
+                code="store_too_new",
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self.transaction():
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={number + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable (per the durability setting) SQLite transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- metadata -------------------------------------------------------
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- events and log -----------------------------------------------------
+
+    def events(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT event FROM events ORDER BY event")]
+
+    def add_event(self, event: str, created_ms: int) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO events(event, created_ms) VALUES (?, ?)", (event, created_ms)
+            )
+
+    def append(self, entries: Iterable[LogEntry], hlc: int, *, force: bool = False) -> None:
+        """Append entries to the log and record the clock, atomically.
+
+        With durability ``off`` the entries are buffered until :meth:`flush`
+        (or until the buffer is large), unless ``force``.
+        """
+        entries = list(entries)
+        if self.durability is Durability.OFF and not force:
+            self._buffer.extend(entries)
+            self._buffer_hlc = max(self._buffer_hlc, hlc)
+            if len(self._buffer) >= 4096:
+                self.flush()
+            return
+        with self.transaction():
+            self._write(entries, hlc)
+
+    def flush(self) -> None:
+        """Write buffered entries (durability ``off``) in one transaction."""
+        if self._buffer:
+            buffered, self._buffer = self._buffer, []
+            with self.transaction():
+                self._write(buffered, self._buffer_hlc)
+
+    def _write(self, entries: list[LogEntry], hlc: int) -> None:
+        self.db.executemany(
+            "INSERT INTO events(event, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            {(e.event, e.hlc >> 16) for e in entries},
+        )
+        self.db.executemany(
+            "INSERT INTO log(event, device, seq, hlc, upd) VALUES (?, ?, ?, ?, ?)",
+            [(e.event, e.device, e.seq, e.hlc, e.update) for e in entries],
+        )
+        self.db.executemany(
+            "DELETE FROM pending WHERE event=? AND device=? AND seq=?",
+            [(e.event, e.device, e.seq) for e in entries],
+        )
+        self._set_meta("hlc", max(hlc, int(self.get_meta("hlc", 0) or 0)))
+
+    def add_pending(self, entries: Iterable[LogEntry]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pending(event, device, seq, hlc, upd) VALUES (?,?,?,?,?)",
+                [(e.event, e.device, e.seq, e.hlc, e.update) for e in entries],
+            )
+
+    def pending(self, event: str) -> list[LogEntry]:
+        rows = self.db.execute(
+            "SELECT device, seq, hlc, upd FROM pending WHERE event=? ORDER BY device, seq", (event,)
+        )
+        return [LogEntry(event, d, s, h, bytes(u)) for d, s, h, u in rows]
+
+    def version_vector(self, event: str) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT device, max(seq) FROM log WHERE event=? GROUP BY device", (event,)
+        )
+        vv = {d: s for d, s in rows}
+        for e in self._buffer:
+            if e.event == event:
+                vv[e.device] = max(vv.get(e.device, 0), e.seq)
+        return vv
+
+    def entries_since(self, event: str, vv: Mapping[str, int]) -> list[LogEntry]:
+        """Every logged entry of ``event`` that ``vv`` does not cover, in log order."""
+        self.flush()
+        out: list[tuple[int, LogEntry]] = []
+        for device, high in self.version_vector(event).items():
+            have = int(vv.get(device, 0))
+            if have >= high:
+                continue
+            rows = self.db.execute(
+                "SELECT id, seq, hlc, upd FROM log WHERE event=? AND device=? AND seq>? "
+                "ORDER BY seq",
+                (event, device, have),
+            )
+            out.extend((i, LogEntry(event, device, s, h, bytes(u))) for i, s, h, u in rows)
+        out.sort(key=lambda pair: pair[0])
+        return [e for _, e in out]
+
+    def log_count(self, event: str) -> int:
+        return int(
+            self.db.execute("SELECT count(*) FROM log WHERE event=?", (event,)).fetchone()[0]
+        )
+
+    def log_bytes(self, event: str) -> int:
+        row = self.db.execute("SELECT sum(length(upd)) FROM log WHERE event=?", (event,)).fetchone()
+        return int(row[0] or 0)
+
+    # -- snapshots ------------------------------------------------------
+
+    def snapshot(self, event: str) -> Snapshot | None:
+        """The event's latest snapshot, or None if there is none or it fails
+        its checksum (the full log is then replayed instead)."""
+        row = self.db.execute(
+            "SELECT upto, state, sha256 FROM snapshots WHERE event=?", (event,)
+        ).fetchone()
+        if row is None or hashlib.sha256(row[1]).digest() != bytes(row[2]):
+            return None
+        return Snapshot(int(row[0]), bytes(row[1]))
+
+    def save_snapshot(self, event: str, upto: int, state: bytes, created_ms: int) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO snapshots(event, upto, state, sha256, created_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (event, upto, state, hashlib.sha256(state).digest(), created_ms),
+            )
+
+    def log_tail(self, event: str, after: int) -> list[LogEntry]:
+        rows = self.db.execute(
+            "SELECT device, seq, hlc, upd FROM log WHERE event=? AND id>? ORDER BY id",
+            (event, after),
+        )
+        return [LogEntry(event, d, s, h, bytes(u)) for d, s, h, u in rows]
+
+    def tail_count(self, event: str, after: int) -> int:
+        row = self.db.execute("SELECT count(*) FROM log WHERE event=? AND id>?", (event, after))
+        return int(row.fetchone()[0])
+
+    def last_log_id(self, event: str) -> int:
+        row = self.db.execute("SELECT max(id) FROM log WHERE event=?", (event,)).fetchone()
+        return int(row[0] or 0)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.db.close()
