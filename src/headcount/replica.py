@@ -74,6 +74,7 @@ class Replica:
         self._lock_fd = lock_fd
         self.clock = HybridClock(int(store.get_meta("hlc", 0) or 0), future_tolerance_ms)
         self._events: dict[str, Event] = {}
+        self._closed = False
 
     # -- lifecycle ------------------------------------------------------
 
@@ -124,6 +125,10 @@ class Replica:
         )
 
     def close(self) -> None:
+        """Flush, snapshot large log tails and release the lock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if not self.read_only:
                 for event in list(self._events):
