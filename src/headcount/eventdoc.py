@@ -198,8 +198,19 @@ class EventDoc:
         except (TypeError, ValueError):
             self.ignored += 1
             return
-        if scan_id in self.scans:
+        old = self.scans.get(scan_id)
+        if old == scan:
             return
+        if old is not None:
+            # The same idempotency key was written concurrently by two devices
+            # (a re-sent operation): Y keeps one value for the key, identically
+            # everywhere, and the indexes follow it.
+            self.scans_by_participant[old.participant].remove(scan_id)
+            if not self.scans_by_participant[old.participant]:
+                del self.scans_by_participant[old.participant]
+            old_key = (old.device, old.ts_ms, old.participant, old.kind.value)
+            if self.dedup.get(old_key) == scan_id:
+                del self.dedup[old_key]
         self.scans[scan_id] = scan
         self.scans_by_participant.setdefault(scan.participant, []).append(scan_id)
         self.dedup.setdefault((scan.device, scan.ts_ms, scan.participant, kind), scan_id)

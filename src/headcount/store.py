@@ -139,7 +139,8 @@ class Store:
     # -- events and log -----------------------------------------------------
 
     def events(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT event FROM events ORDER BY event")]
+        stored = {r[0] for r in self.db.execute("SELECT event FROM events")}
+        return sorted(stored | {e.event for e in self._buffer})
 
     def add_event(self, event: str, created_ms: int) -> None:
         with self.transaction():
