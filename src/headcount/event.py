@@ -31,7 +31,8 @@ from .schema import Policy, Schema, check_config_key
 
 MAX_ID_LEN = 128
 MAX_VALUE_BYTES = 8192
-IMPORT_CHUNK = 1000  # participants per Y transaction / log entry
+_METHODS: dict[object, Method] = {**{m.value: m for m in Method}, **{m: m for m in Method}}
+IMPORT_CHUNK = 100  # participants per Y transaction / log entry (Yrs appends slow down in big ones)
 
 
 def check_id(kind: str, value: object) -> str:
@@ -222,10 +223,12 @@ class Event:
             )
 
     def _require_live(self, pid: str) -> None:
+        self._refresh()
+        if pid in self._derived.live:
+            return
         if record_key(PARTICIPANT, pid) not in self.doc.records:
             raise NotFoundError(f"no participant {pid!r} in event {self.id!r}")
-        if self.is_deleted(pid):
-            raise NotFoundError(f"participant {pid!r} was deleted")
+        raise NotFoundError(f"participant {pid!r} was deleted")
 
     def is_deleted(self, pid: str) -> bool:
         return bool(self.doc.field_value(PARTICIPANT, pid, R.DELETED)[0])
@@ -296,27 +299,24 @@ class Event:
             FutureTimestampError: ``at_ms`` too far in the future.
         """
         sid = parse_scan_id(scan_id)
+        existing = self.doc.scans.get(sid)
+        if existing is not None:
+            return self._repeat(existing, who, kind, at_ms), None
         pid = check_id("participant", who) if allow_unknown else self.lookup(who)
         if not allow_unknown:
             self._require_live(pid)
         if not isinstance(gate, str) or not gate.strip() or len(gate) > 64:
             raise InputError("gate must be a non-empty name of at most 64 characters")
-        try:
-            meth = Method(method)
-        except ValueError:
-            raise InputError(f"method must be one of qr, ble, manual (not {method!r})") from None
+        if not gate.isprintable():
+            raise InputError("gate name contains control characters")
+        meth = _METHODS.get(method)  # type: ignore[call-overload]
+        if meth is None:
+            raise InputError(f"method must be one of qr, ble, manual (not {method!r})")
         if at_ms is not None:
             if isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms <= 0:
                 raise InputError(f"timestamp {at_ms!r} is not a positive integer of milliseconds")
             self.doc.clock.check(at_ms << 16, wall_ms)
-        device = device or self.doc.device
-        existing = self.doc.scans.get(sid)
-        if existing is not None:
-            if (existing.participant, existing.kind) != (pid, kind) or (
-                at_ms is not None and existing.ts_ms != at_ms
-            ):
-                raise InputError(f"idempotency key {sid} was already used for a different scan")
-            return existing, None
+        device = self.doc.device if device is None else check_id("device", device)
         if at_ms is not None:
             twin = self.doc.dedup.get((device, at_ms, pid, kind.value))
             if twin is not None:
@@ -331,6 +331,14 @@ class Event:
 
         entry = self.doc.transact(wall_ms, body)
         return holder[0], entry
+
+    def _repeat(self, existing: Scan, who: str, kind: ScanKind, at_ms: int | None) -> Scan:
+        """A scan re-sent with its idempotency key: the recorded scan, once."""
+        self._refresh()
+        same_person = who in (existing.participant, self._derived.qr_of.get(existing.participant))
+        if not same_person or existing.kind is not kind or at_ms not in (None, existing.ts_ms):
+            raise InputError(f"idempotency key {existing.id} was already used for a different scan")
+        return existing
 
     def attendance(self, pid: str) -> Attendance:
         ids = self.doc.scans_by_participant.get(pid, [])
@@ -391,7 +399,7 @@ class Event:
 
             def body(dot: str, hlc: int) -> None:
                 self._write_deleted(c.record, deleted, dot, hlc, aux={"resolves": c.id})
-                self.doc.write_history(c.id, dot, {**record, "at": hlc})
+                self.doc.write_history({**record, "dot": dot, "at": hlc})
         else:
             check_value(c.field, value)
 
@@ -405,7 +413,7 @@ class Event:
                     {c.field: Policy.CRITICAL},
                     aux={"resolves": c.id},
                 )
-                self.doc.write_history(c.id, dot, {**record, "at": hlc})
+                self.doc.write_history({**record, "dot": dot, "at": hlc})
 
         return self.doc.transact(wall_ms, body)
 
@@ -427,15 +435,25 @@ class Event:
                 d.qr.get(old, set()).discard(pid)
             d.conflicts.pop(pid, None)
             d.live.discard(pid)
-            if rkey not in self.doc.records:
+            entries = self.doc.records.get(rkey)
+            if not entries:
                 continue
-            if not self.is_deleted(pid):
+            if len(entries) == 1:
+                # One write so far (the common case after an import): no
+                # candidates compete, so nothing can be conflicted.
+                (only,) = entries.values()
+                deleted = only.fields.get(R.DELETED) is True
+                qr = only.fields.get("qr_token")
+                found = []
+            else:
+                deleted = self.is_deleted(pid)
+                qr = self.doc.field_value(PARTICIPANT, pid, "qr_token")[0]
+                found = self._record_conflicts(pid)
+            if not deleted:
                 d.live.add(pid)
-            qr = self.doc.field_value(PARTICIPANT, pid, "qr_token")[0]
             if isinstance(qr, str) and qr:
                 d.qr_of[pid] = qr
                 d.qr.setdefault(qr, set()).add(pid)
-            found = self._record_conflicts(pid)
             if found:
                 d.conflicts[pid] = found
 

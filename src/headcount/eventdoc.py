@@ -1,11 +1,16 @@
 """One event as a pycrdt document, with indexes for fast reads. No I/O.
 
-Root maps (created by name, never as nested containers):
+Three root arrays (named root types, never nested containers), append-only:
 
-``r``  register entries, key ``kind SEP record SEP dot`` (see registers.py);
-       kind ``p`` = participant, ``c`` = configuration key.
-``s``  the scan audit set, key = the scan's idempotency key (UUID v4).
-``h``  conflict resolutions, key ``conflict_id SEP dot``.
+``r``  register entries (see registers.py): participant fields and
+       configuration keys, one string per write.
+``s``  the scan audit set: one string per scan,
+       ``id SEP participant SEP kind SEP ts_ms SEP hlc SEP gate SEP method SEP device``.
+``h``  conflict resolutions, one JSON string each.
+
+Arrays rather than maps because Yrs squashes consecutive appends of one
+client into one block: an event with 150,000 items decodes in ~20 ms instead
+of ~900 ms. Nothing is ever deleted from them.
 
 Every local operation is one Y transaction that becomes one :class:`LogEntry`;
 the caller (the replica) makes it durable. Remote updates go through
@@ -14,11 +19,12 @@ the caller (the replica) makes it durable. Remote updates go through
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pycrdt import Doc, Map, MapEvent, TransactionEvent, get_update
+from pycrdt import Array, ArrayEvent, Doc, TransactionEvent, get_update
 
 from . import registers as R
 from .errors import RemoteProtocolError
@@ -34,6 +40,37 @@ CONFIG_FIELD = "value"
 
 def record_key(kind: str, record: str) -> str:
     return f"{kind}{R.SEP}{record}"
+
+
+def encode_scan(scan: Scan) -> str:
+    return R.SEP.join(
+        (
+            scan.id,
+            scan.participant,
+            scan.kind.value,
+            str(scan.ts_ms),
+            str(scan.hlc),
+            scan.gate,
+            scan.method.value,
+            scan.device,
+        )
+    )
+
+
+_KINDS = {k.value: k for k in ScanKind}
+_METHODS = {m.value: m for m in Method}
+
+
+def decode_scan(raw: Any) -> Scan | None:
+    try:
+        sid, pid, kind, ts_ms, hlc, gate, method, device = raw.split(R.SEP)
+        return Scan(sid, pid, _KINDS[kind], int(ts_ms), int(hlc), gate, _METHODS[method], device)
+    except (AttributeError, ValueError, KeyError):
+        return None
+
+
+def _capture(box: list[bytes | None], event: TransactionEvent) -> None:
+    box[0] = event.update
 
 
 class EventDoc:
@@ -56,24 +93,25 @@ class EventDoc:
         self.clock = clock
         self.next_seq = next_seq
         self.doc = Doc()  # a fresh random Y client id on every start (design.md)
-        self.regs: Map = self.doc.get("r", type=Map)
-        self.scans_map: Map = self.doc.get("s", type=Map)
-        self.history_map: Map = self.doc.get("h", type=Map)
+        self.regs: Array = self.doc.get("r", type=Array)
+        self.scans_array: Array = self.doc.get("s", type=Array)
+        self.history_array: Array = self.doc.get("h", type=Array)
         self.records: dict[str, dict[str, R.RegEntry]] = {}
         self.scans: dict[str, Scan] = {}
         self.scans_by_participant: dict[str, list[str]] = {}
         self.dedup: dict[tuple[str, int, str, str], str] = {}
         self.history: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()
-        self.ignored = 0  # malformed remote values skipped by the indexes
+        self.ignored = 0  # malformed remote elements skipped by the indexes
         self._schema: Schema | None = None
-        self._captured: bytes | None = None
-        self.doc.observe(self._capture)
+        self._stale = False
+        self._txn: Any = None  # the open Rust transaction inside transact()
+        # The observer must not reference self: pycrdt holds it on the Rust
+        # side, where Python's garbage collector cannot break a cycle.
+        self._captured: list[bytes | None] = [None]
+        self.doc.observe(functools.partial(_capture, self._captured))
 
     # -- applying state -------------------------------------------------
-
-    def _capture(self, event: TransactionEvent) -> None:
-        self._captured = event.update
 
     def load(self, updates: list[bytes]) -> None:
         """Apply a snapshot and/or log entries, then build the indexes once.
@@ -92,14 +130,19 @@ class EventDoc:
         self.scans_by_participant.clear()
         self.dedup.clear()
         self.history.clear()
+        self.dirty.clear()
         self.ignored = 0
-        for key, raw in self.regs.items():
-            self._put_register(key, raw)
-        for key, raw in self.scans_map.items():
-            self._put_scan(key, raw)
-        for key, raw in self.history_map.items():
-            self._put_history(key, raw)
+        # str(array) is the array as JSON, built in Rust: ~20x faster than
+        # iterating (which opens a transaction per element).
+        for raw in json.loads(str(self.regs)):
+            self._put_register(raw)
+        for raw in json.loads(str(self.scans_array)):
+            self._put_scan(raw)
+        for raw in json.loads(str(self.history_array)):
+            self._put_history(raw)
+        self.dirty.update(self.records)
         self._schema = None
+        self._stale = False
 
     def apply_remote(self, update: bytes) -> bool:
         """Apply a peer's update and update the indexes.
@@ -113,17 +156,32 @@ class EventDoc:
             RemoteProtocolError: the update cannot be decoded.
         """
         subs = [
-            self.regs.observe(self._on_registers),
-            self.scans_map.observe(self._on_scans),
-            self.history_map.observe(self._on_history),
+            (self.regs, self.regs.observe(self._observer(self._put_register))),
+            (self.scans_array, self.scans_array.observe(self._observer(self._put_scan))),
+            (self.history_array, self.history_array.observe(self._observer(self._put_history))),
         ]
         try:
             self._apply_raw(update)
         finally:
-            self.regs.unobserve(subs[0])
-            self.scans_map.unobserve(subs[1])
-            self.history_map.unobserve(subs[2])
+            for array, sub in subs:
+                array.unobserve(sub)
+        if self._stale:
+            # Someone deleted from an append-only array. Only a faulty or
+            # hostile peer does; rebuild from the document so that every
+            # replica's indexes match its document exactly.
+            self.rebuild_indexes()
         return self.integrated(update)
+
+    def _observer(self, put: Callable[[Any], None]) -> Callable[[ArrayEvent], None]:
+        def on_change(event: ArrayEvent) -> None:
+            for op in event.delta:
+                if "insert" in op:
+                    for raw in op["insert"]:
+                        put(raw)
+                elif "delete" in op:
+                    self._stale = True
+
+        return on_change
 
     def integrated(self, update: bytes) -> bool:
         """Whether every struct of ``update`` is part of the document."""
@@ -143,86 +201,51 @@ class EventDoc:
 
     # -- index maintenance ----------------------------------------------
 
-    def _on_registers(self, event: MapEvent) -> None:
-        for key, change in event.keys.items():
-            if change["action"] == "delete":
-                self._del_register(key)
-            else:
-                self._put_register(key, change["newValue"])
-
-    def _on_scans(self, event: MapEvent) -> None:
-        for key, change in event.keys.items():
-            if change["action"] != "delete":
-                self._put_scan(key, change["newValue"])
-
-    def _on_history(self, event: MapEvent) -> None:
-        for key, change in event.keys.items():
-            if change["action"] != "delete":
-                self._put_history(key, change["newValue"])
-
-    def _put_register(self, key: str, raw: Any) -> None:
-        rkey, _, dot = key.rpartition(R.SEP)
-        entry = R.decode_entry(dot, raw) if rkey else None
+    def _put_register(self, raw: Any) -> None:
+        entry = R.decode_entry(raw)
         if entry is None:
             self.ignored += 1
             return
-        self.records.setdefault(rkey, {})[dot] = entry
-        self._touch(rkey)
-
-    def _del_register(self, key: str) -> None:
-        rkey, _, dot = key.rpartition(R.SEP)
-        entries = self.records.get(rkey)
-        if entries is not None and entries.pop(dot, None) is not None:
-            if not entries:
-                del self.records[rkey]
-            self._touch(rkey)
-
-    def _touch(self, rkey: str) -> None:
+        rkey = record_key(entry.kind, entry.record)
+        self.records.setdefault(rkey, {})[entry.dot] = entry
         self.dirty.add(rkey)
         if rkey == record_key(CONFIG, SCHEMA_KEY):
             self._schema = None
 
-    def _put_scan(self, scan_id: str, raw: Any) -> None:
-        try:
-            pid, kind, ts_ms, hlc, gate, method, device = raw
-            scan = Scan(
-                scan_id,
-                str(pid),
-                ScanKind(kind),
-                int(ts_ms),
-                int(hlc),
-                str(gate),
-                Method(method),
-                str(device),
-            )
-        except (TypeError, ValueError):
+    def _put_scan(self, raw: Any, scan: Scan | None = None) -> None:
+        scan = scan or decode_scan(raw)
+        if scan is None:
             self.ignored += 1
             return
-        old = self.scans.get(scan_id)
-        if old == scan:
-            return
+        old = self.scans.get(scan.id)
         if old is not None:
-            # The same idempotency key was written concurrently by two devices
-            # (a re-sent operation): Y keeps one value for the key, identically
-            # everywhere, and the indexes follow it.
-            self.scans_by_participant[old.participant].remove(scan_id)
-            if not self.scans_by_participant[old.participant]:
-                del self.scans_by_participant[old.participant]
-            old_key = (old.device, old.ts_ms, old.participant, old.kind.value)
-            if self.dedup.get(old_key) == scan_id:
-                del self.dedup[old_key]
-        self.scans[scan_id] = scan
-        self.scans_by_participant.setdefault(scan.participant, []).append(scan_id)
-        self.dedup.setdefault((scan.device, scan.ts_ms, scan.participant, kind), scan_id)
+            # The same idempotency key written by two devices concurrently (a
+            # re-sent operation): keep the smallest encoding, the same choice
+            # on every replica whatever the arrival order.
+            if raw >= encode_scan(old):
+                return
+            self._drop_scan(old)
+        self.scans[scan.id] = scan
+        self.scans_by_participant.setdefault(scan.participant, []).append(scan.id)
+        self.dedup.setdefault((scan.device, scan.ts_ms, scan.participant, scan.kind.value), scan.id)
 
-    def _put_history(self, key: str, raw: Any) -> None:
+    def _drop_scan(self, old: Scan) -> None:
+        ids = self.scans_by_participant[old.participant]
+        ids.remove(old.id)
+        if not ids:
+            del self.scans_by_participant[old.participant]
+        key = (old.device, old.ts_ms, old.participant, old.kind.value)
+        if self.dedup.get(key) == old.id:
+            del self.dedup[key]
+
+    def _put_history(self, raw: Any) -> None:
         try:
             record = json.loads(raw)
-        except (TypeError, ValueError):
+            key = f"{record['conflict']['id']}{R.SEP}{record['dot']}"
+        except (TypeError, ValueError, KeyError):
             self.ignored += 1
             return
-        if isinstance(record, dict):
-            self.history[key] = record
+        self.history[key] = record
 
     # -- local writes ---------------------------------------------------
 
@@ -234,10 +257,14 @@ class EventDoc:
         seq = self.next_seq
         dot = f"{self.device}:{seq}"
         hlc = self.clock.now(wall_ms)
-        self._captured = None
-        with self.doc.transaction():
-            body(dot, hlc)
-        update = self._captured
+        self._captured[0] = None
+        with self.doc.transaction() as txn:
+            self._txn = txn._txn
+            try:
+                body(dot, hlc)
+            finally:
+                self._txn = None
+        update = self._captured[0]
         if update is None:  # the body wrote nothing; no entry, no seq used
             raise AssertionError("transaction produced no update")
         self.next_seq = seq + 1
@@ -252,48 +279,42 @@ class EventDoc:
         hlc: int,
         policies: dict[str, R.Policy],
         aux: Any = None,
-        role: str | None = None,
     ) -> None:
         """Inside a transaction: write ``fields`` of a record as one entry,
-        superseding every entry this device has seen and may supersede."""
-        role = role or self.role
-        rkey = record_key(kind, record)
-        existing = self.records.get(rkey, {})
-        conflicted = {f: self.field_value(kind, record, f)[1] for f in fields}
-        sup: list[str] = []
-        for edot, entry in list(existing.items()):
-            shared = [f for f in fields if f in entry.fields]
-            if not shared:
-                continue
-            if not all(R.may_supersede(policies[f], entry, role, conflicted[f]) for f in shared):
-                continue
-            if set(entry.fields) <= set(fields):
-                del self.regs[f"{rkey}{R.SEP}{edot}"]
-                self._del_register(f"{rkey}{R.SEP}{edot}")
-            else:
-                sup.append(edot)
-        raw = R.encode_entry(fields, hlc, role, sup, aux)
-        self.regs[f"{rkey}{R.SEP}{dot}"] = raw
-        self._put_register(f"{rkey}{R.SEP}{dot}", raw)
+        superseding every candidate this device has seen and may supersede.
+
+        An entry is superseded for every field it shares with the write, so it
+        is listed only if this device may supersede it for all of them.
+        """
+        candidates = {f: self.field_candidates(kind, record, f) for f in fields}
+        conflicted = {f: R.merge(policies[f], live, f)[1] for f, live in candidates.items()}
+        sup: set[str] = set()
+        for live in candidates.values():
+            for e in live:
+                shared = [f for f in fields if f in e.fields]
+                if all(R.may_supersede(policies[f], e, self.role, conflicted[f]) for f in shared):
+                    sup.add(e.dot)
+        raw = R.encode_entry(kind, record, dot, fields, hlc, self.role, sup, aux)
+        self._append(self.regs, raw)
+        self._put_register(raw)
+
+    def _append(self, array: Array, raw: str) -> None:
+        # Array.append goes through slice assignment: three nested
+        # transactions and two length queries. Inserting at the end inside
+        # the open transaction is twice as fast (pycrdt is pinned < 0.15).
+        txn = self._txn
+        assert txn is not None, "write outside EventDoc.transact"
+        array.integrated.insert(txn, array.integrated.len(txn), raw)
 
     def write_scan(self, scan: Scan) -> None:
-        raw = [
-            scan.participant,
-            scan.kind.value,
-            scan.ts_ms,
-            scan.hlc,
-            scan.gate,
-            scan.method.value,
-            scan.device,
-        ]
-        self.scans_map[scan.id] = raw
-        self._put_scan(scan.id, raw)
+        raw = encode_scan(scan)
+        self._append(self.scans_array, raw)
+        self._put_scan(raw, scan)
 
-    def write_history(self, conflict_id: str, dot: str, record: dict[str, Any]) -> None:
+    def write_history(self, record: dict[str, Any]) -> None:
         raw = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        key = f"{conflict_id}{R.SEP}{dot}"
-        self.history_map[key] = raw
-        self._put_history(key, raw)
+        self._append(self.history_array, raw)
+        self._put_history(raw)
 
     # -- reads ----------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -87,12 +88,20 @@ class Attendance:
 
 @dataclass(frozen=True, slots=True)
 class CheckInResult:
-    """What a check-in or check-out did. ``recorded`` is False for a repeat."""
+    """What a check-in or check-out did. ``recorded`` is False for a repeat.
+
+    ``attendance`` is the participant's record right after the scan, computed
+    on first access (most callers never look).
+    """
 
     scan: Scan
     recorded: bool
-    attendance: Attendance
-    entry: LogEntry | None = None
+    entry: LogEntry | None
+    _attendance: Callable[[], Attendance]
+
+    @property
+    def attendance(self) -> Attendance:
+        return self._attendance()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
 """Multi-value registers with per-field merge policies (pure functions).
 
 A record (a participant, a configuration key) is a set of *entries*, one per
-write, each keyed by its dot ``device:seq`` in a flat root map, so two devices
-never create the same container (see design.md). An entry holds the fields it
-wrote, its hybrid-clock timestamp, the writer's role, and ``sup``: the dots of
-entries it supersedes for the fields they share. Entries a write covers
-completely are deleted from the map instead of listed.
+write, appended to a root array of the event document (so two devices never
+create the same container, see design.md). An entry holds the fields it
+wrote, its hybrid-clock timestamp, the writer's role, and ``sup``: the dots
+of the entries it supersedes for the fields they share. Entries are never
+deleted; superseded ones simply stop being candidates.
 
 For a field ``f`` the *candidates* are the entries holding ``f`` that no entry
 holding ``f`` supersedes. One candidate: sequential history. Several:
@@ -30,6 +30,8 @@ AUTHORITY_ROLES = frozenset({"admin", "relay"})
 
 @dataclass(frozen=True, slots=True)
 class RegEntry:
+    kind: str
+    record: str
     dot: str
     device: str
     fields: Mapping[str, Any]
@@ -49,28 +51,43 @@ def dot_device(dot: str) -> str:
 
 
 def encode_entry(
-    fields: Mapping[str, Any], hlc: int, role: str, sup: Iterable[str], aux: Any = None
-) -> list[Any]:
-    """The map value of an entry. Field values travel as JSON text so that
-    every type round-trips exactly (Y numbers are floats)."""
-    return [
-        json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
-        hlc,
-        role,
-        ",".join(sorted(sup)) or None,
-        None if aux is None else json.dumps(aux, separators=(",", ":"), sort_keys=True),
-    ]
+    kind: str,
+    record: str,
+    dot: str,
+    fields: Mapping[str, Any],
+    hlc: int,
+    role: str,
+    sup: Iterable[str],
+    aux: Any = None,
+) -> str:
+    """The array element of an entry: one string, ``SEP``-separated, the
+    fields last as JSON (JSON escapes ``SEP``, and values round-trip exactly,
+    which Y numbers would not)."""
+    return SEP.join(
+        (
+            kind,
+            record,
+            dot,
+            str(hlc),
+            role,
+            ",".join(sorted(sup)),
+            "" if aux is None else _canon(aux),
+            json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
+        )
+    )
 
 
-def decode_entry(dot: str, raw: Any) -> RegEntry | None:
-    """Parse a map value; ``None`` for anything malformed (it is ignored
+def decode_entry(raw: Any) -> RegEntry | None:
+    """Parse an array element; ``None`` for anything malformed (ignored
     identically on every replica, so it cannot cause divergence)."""
     try:
-        fields_json, hlc, role, sup, aux = raw
+        kind, record, dot, hlc, role, sup, aux, fields_json = raw.split(SEP, 7)
         fields = json.loads(fields_json)
-        if not isinstance(fields, dict) or not isinstance(role, str):
+        if not isinstance(fields, dict) or not dot:
             return None
         return RegEntry(
+            kind=kind,
+            record=record,
             dot=dot,
             device=dot_device(dot),
             fields=fields,

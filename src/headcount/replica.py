@@ -9,6 +9,7 @@ log entry is durable (per the store's durability setting).
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -135,6 +136,7 @@ class Replica:
                     self.maybe_snapshot(event)
             self.store.close()
         finally:
+            self._events.clear()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -299,11 +301,12 @@ class Replica:
 
         entries = self._write(event_id, op)
         scan = holder[0]
+        ev = self.event(event_id)
         return CheckInResult(
             scan,
             bool(entries),
-            self.event(event_id).attendance(scan.participant),
             entries[0] if entries else None,
+            functools.partial(ev.attendance, scan.participant),
         )
 
     def resolve_conflict(self, event_id: str, conflict_id: str, **kw: Any) -> None:
