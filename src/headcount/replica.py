@@ -290,23 +290,20 @@ class Replica:
         method: str = "qr",
         **kw: Any,
     ) -> CheckInResult:
-        holder = []
-
-        def op(ev: Event, now: int) -> LogEntry | None:
-            scan, entry = ev.record_scan(
-                kind, who, gate=gate or self.identity.name, method=method, wall_ms=now, **kw
-            )
-            holder.append(scan)
-            return entry
-
-        entries = self._write(event_id, op)
-        scan = holder[0]
+        self._writable()
         ev = self.event(event_id)
+        scan, entry = ev.record_scan(
+            kind,
+            who,
+            gate=gate or self.identity.name,
+            method=method,
+            wall_ms=self.wall_clock(),
+            **kw,
+        )
+        if entry is not None:
+            self._commit(event_id, [entry])
         return CheckInResult(
-            scan,
-            bool(entries),
-            entries[0] if entries else None,
-            functools.partial(ev.attendance, scan.participant),
+            scan, entry is not None, entry, functools.partial(ev.attendance, scan.participant)
         )
 
     def resolve_conflict(self, event_id: str, conflict_id: str, **kw: Any) -> None:
