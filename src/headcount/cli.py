@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -18,11 +19,13 @@ from typing import Any
 
 from . import __version__
 from .errors import HeadcountError, InputError
+from .hlc import DEFAULT_FUTURE_TOLERANCE_MS
 from .identity import Role, default_data_dir
 from .replica import Replica
 from .schema import load_schema_file
 
 Handler = Callable[[argparse.Namespace], Any]
+TOLERANCE_ENV = "HEADCOUNT_FUTURE_TOLERANCE"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,13 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"device data directory (default: $HEADCOUNT_DATA_DIR or {default_data_dir()})",
     )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument(
+        "--future-tolerance",
+        type=float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="reject timestamps further ahead of this device's clock "
+        f"(default: ${TOLERANCE_ENV} or {DEFAULT_FUTURE_TOLERANCE_MS // 1000})",
+    )
     parser = argparse.ArgumentParser(
         prog="headcount",
         description="Offline-first, peer-to-peer check-in replication for events.",
         epilog="Run `headcount COMMAND --help` for a command's options.",
         parents=[common],
     )
-    parser.set_defaults(data_dir=None, json=False)
+    parser.set_defaults(data_dir=None, json=False, future_tolerance=None)
     parser.add_argument("--version", action="version", version=f"headcount {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -191,7 +202,24 @@ def _usage(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace, read_only: bool = False) -> Replica:
-    return Replica.open(args.data_dir, read_only=read_only)
+    return Replica.open(args.data_dir, read_only=read_only, future_tolerance_ms=_tolerance(args))
+
+
+def _tolerance(args: argparse.Namespace) -> int:
+    raw = args.future_tolerance
+    source = "--future-tolerance"
+    if raw is None:
+        env = os.environ.get(TOLERANCE_ENV)
+        if not env:
+            return DEFAULT_FUTURE_TOLERANCE_MS
+        source = f"${TOLERANCE_ENV}"
+        try:
+            raw = float(env)
+        except ValueError:
+            raise InputError(f"{source}={env!r} is not a number of seconds") from None
+    if not 0 <= raw <= 86_400:
+        raise InputError(f"{source} must be between 0 and 86400 seconds")
+    return int(raw * 1000)
 
 
 def _demo(args: argparse.Namespace) -> None:
