@@ -161,7 +161,7 @@ def test_restoring_keeps_the_concurrent_modification(trio):
     admin.delete_participant(EV, "p2")
     north.upsert_participant(EV, "p2", {"phone": "999"})
     sync_all([admin, north, south])
-    admin.resolve_conflict(EV, admin.conflicts(EV)[0].id, value="restore", use_value=True)
+    admin.resolve_conflict(EV, admin.conflicts(EV)[0].id, restore=True)
     sync_all([admin, north, south])
     for r in trio:
         p = r.participant(EV, "p2")
@@ -174,7 +174,7 @@ def test_confirming_the_delete_closes_the_conflict(trio):
     admin.delete_participant(EV, "p2")
     north.upsert_participant(EV, "p2", {"phone": "999"})
     sync_all([admin, north, south])
-    admin.resolve_conflict(EV, admin.conflicts(EV)[0].id, value="delete", use_value=True)
+    admin.resolve_conflict(EV, admin.conflicts(EV)[0].id, restore=False)
     sync_all([admin, north, south])
     for r in trio:
         assert r.participant(EV, "p2").deleted

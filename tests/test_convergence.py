@@ -122,9 +122,7 @@ class World:
             return
         c = open_[which % len(open_)]
         if c.kind.value == "modified_deleted":
-            admin.resolve_conflict(
-                EVENT, c.id, value=["delete", "restore"][which % 2], use_value=True
-            )
+            admin.resolve_conflict(EVENT, c.id, restore=bool(which % 2))
         else:
             admin.resolve_conflict(EVENT, c.id, choose=c.candidates[which % len(c.candidates)].dot)
 

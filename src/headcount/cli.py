@@ -65,32 +65,45 @@ def _emit(args: argparse.Namespace, result: Any) -> None:
 # -- parser ------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # The options are accepted before or after the subcommand; the subcommand
-    # copy uses SUPPRESS so it does not overwrite a value given before it.
+def _common_options(defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command name.
+
+    The copy given to subcommands uses SUPPRESS defaults so that it does not
+    overwrite a value given before the command. Two separate parsers are
+    needed: argparse shares action objects between parents and children, and
+    ``set_defaults`` would change both.
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
         type=Path,
-        default=argparse.SUPPRESS,
+        default=default(None),
         help=f"device data directory (default: $HEADCOUNT_DATA_DIR or {default_data_dir()})",
     )
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument("--json", action="store_true", default=default(False), help="print JSON")
     common.add_argument(
         "--future-tolerance",
         type=float,
         metavar="SECONDS",
-        default=argparse.SUPPRESS,
+        default=default(None),
         help="reject timestamps further ahead of this device's clock "
         f"(default: ${TOLERANCE_ENV} or {DEFAULT_FUTURE_TOLERANCE_MS // 1000})",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(defaults=False)
     parser = argparse.ArgumentParser(
         prog="headcount",
         description="Offline-first, peer-to-peer check-in replication for events.",
         epilog="Run `headcount COMMAND --help` for a command's options.",
-        parents=[common],
+        parents=[_common_options(defaults=True)],
     )
-    parser.set_defaults(data_dir=None, json=False, future_tolerance=None)
     parser.add_argument("--version", action="version", version=f"headcount {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -421,7 +434,7 @@ def _conflicts_resolve(args: argparse.Namespace) -> tuple[Any, str]:
     elif args.value is not None:
         kw = {"value": _json_or_text(args.value), "use_value": True}
     else:
-        kw = {"value": "delete" if args.delete else "restore", "use_value": True}
+        kw = {"restore": bool(args.restore)}
     with _open(args) as r:
         r.resolve_conflict(args.event, args.conflict, **kw)
     return {"resolved": args.conflict}, f"resolved {args.conflict}"

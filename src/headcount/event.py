@@ -53,6 +53,15 @@ def check_value(name: str, value: object) -> object:
     return value
 
 
+def union_value(name: str, value: object) -> list[Any]:
+    """A union field's value as a list of scalars (a scalar is one member)."""
+    members = value if isinstance(value, list) else [value]
+    for m in members:
+        if isinstance(m, dict | list):
+            raise InputError(f"{name}: a union field holds strings, numbers or booleans")
+    return list(members)
+
+
 def parse_scan_id(value: str | None) -> str:
     """A canonical UUID v4 string; a fresh one for ``None``."""
     if value is None:
@@ -93,6 +102,8 @@ class Event:
     def create(self, name: str, schema_ext: Mapping[str, Any] | None, wall_ms: int) -> LogEntry:
         if not isinstance(name, str) or len(name) > 256:
             raise InputError("event name must be a string of at most 256 characters")
+        if schema_ext is not None and not isinstance(schema_ext, Mapping):
+            raise InputError("the event schema must be a mapping of sections")
         ext = dict(schema_ext or {})
         self.schema.extend(ext)  # validate before writing anything
 
@@ -153,8 +164,8 @@ class Event:
             if pid in deleted:
                 raise NotFoundError(f"row {n}: participant {pid!r} was deleted")
             changed = self._changed_fields(pid, fields)
-            if changed:
-                changes.append((pid, changed))
+            if changed or record_key(PARTICIPANT, pid) not in self.doc.records:
+                changes.append((pid, changed))  # an id alone still creates the participant
         entries = []
         for start in range(0, len(changes), IMPORT_CHUNK):
             chunk = changes[start : start + IMPORT_CHUNK]
@@ -172,8 +183,10 @@ class Event:
             for name, value in row.items():
                 if name == "id":
                     continue
-                self.schema.participant_policy(name)
+                policy = self.schema.participant_policy(name)
                 fields[name] = check_value(name, value)
+                if policy is Policy.UNION:
+                    fields[name] = union_value(name, value)
         except InputError as exc:
             raise InputError(f"row {n}: {exc}") from None
         return pid, fields
@@ -309,7 +322,7 @@ class Event:
             raise InputError("gate must be a non-empty name of at most 64 characters")
         if not gate.isprintable():
             raise InputError("gate name contains control characters")
-        meth = _METHODS.get(method)  # type: ignore[call-overload]
+        meth = _METHODS.get(method) if isinstance(method, str | Method) else None
         if meth is None:
             raise InputError(f"method must be one of qr, ble, manual (not {method!r})")
         if at_ms is not None:
@@ -374,46 +387,53 @@ class Event:
         choose: str | None = None,
         value: Any = None,
         use_value: bool = False,
+        restore: bool | None = None,
     ) -> LogEntry:
-        """Close a conflict (admin only): pick a candidate by dot, or write a
-        new value (``use_value=True``). For a modified-deleted conflict the
-        value is ``"delete"`` or ``"restore"``.
+        """Close a conflict (admin only).
+
+        A concurrent edit is closed by picking a candidate (``choose=dot``) or
+        writing a new value (``value=..., use_value=True``). A
+        modified-deleted conflict is closed by ``restore=True`` (the
+        participant comes back, with the concurrent modifications) or
+        ``restore=False`` (it stays deleted), or by choosing a candidate.
 
         Raises:
             PermissionDeniedError: this device is not an admin.
             NotFoundError: no such open conflict, or no such candidate.
-            InputError: neither or both of ``choose`` and a value given.
+            InputError: not exactly one way of resolving given, or one that
+                does not fit the conflict's kind.
         """
         self._require_admin("resolve a conflict")
         c = self.conflict(conflict_id)
-        if (choose is None) == (not use_value):
-            raise InputError("give exactly one of: a candidate to choose, or a new value")
+        if sum((choose is not None, use_value, restore is not None)) != 1:
+            raise InputError("give exactly one of: a candidate to choose, a new value, restore")
+        deletion = c.kind is ConflictKind.MODIFIED_DELETED
+        if deletion and use_value:
+            raise InputError(f"conflict {c.id} is a deletion: resolve it with restore or delete")
+        if not deletion and restore is not None:
+            raise InputError(f"conflict {c.id} is a concurrent edit: choose a value or write one")
         if choose is not None:
             picked = [x for x in c.candidates if x.dot == choose]
             if not picked:
                 raise NotFoundError(f"conflict {conflict_id} has no candidate {choose!r}")
             value = picked[0].value
-        record = {"conflict": c.to_dict(), "by": self.doc.device, "value": value}
-        if c.kind is ConflictKind.MODIFIED_DELETED:
-            deleted = _deleted_choice(value, picked[0] if choose else None)
-
-            def body(dot: str, hlc: int) -> None:
-                self._write_deleted(c.record, deleted, dot, hlc, aux={"resolves": c.id})
-                self.doc.write_history({**record, "dot": dot, "at": hlc})
+            if deletion:
+                restore = not (isinstance(value, dict) and value.get(R.DELETED) is True)
+        if deletion:
+            value = "restore" if restore else "delete"
         else:
             check_value(c.field, value)
+        record = {"conflict": c.to_dict(), "by": self.doc.device, "value": value}
 
-            def body(dot: str, hlc: int) -> None:
-                self.doc.write_register(
-                    PARTICIPANT,
-                    c.record,
-                    {c.field: value},
-                    dot,
-                    hlc,
-                    {c.field: Policy.CRITICAL},
-                    aux={"resolves": c.id},
-                )
-                self.doc.write_history({**record, "dot": dot, "at": hlc})
+        def body(dot: str, hlc: int) -> None:
+            if deletion:
+                self._write_deleted(c.record, not restore, dot, hlc, aux={"resolves": c.id})
+            else:
+                policies = {c.field: Policy.CRITICAL}
+                fields = {c.field: value}
+                aux = {"resolves": c.id}
+                self.doc.write_register(PARTICIPANT, c.record, fields, dot, hlc, policies, aux)
+            self.doc.write_history({**record, "dot": dot, "at": hlc})
 
         return self.doc.transact(wall_ms, body)
 
@@ -527,11 +547,3 @@ def _pick(policy: Policy, scans: list[Scan]) -> Scan | None:
     if policy is Policy.LATEST:
         return scans[-1]
     return max(scans, key=lambda s: (s.hlc, s.device, s.id))  # lww
-
-
-def _deleted_choice(value: Any, picked: Candidate | None) -> bool:
-    if picked is not None:
-        return isinstance(picked.value, dict) and picked.value.get(R.DELETED) is True
-    if value in ("delete", "restore"):
-        return value == "delete"
-    raise InputError('a modified-deleted conflict is resolved with "delete" or "restore"')

@@ -105,6 +105,7 @@ class EventDoc:
         self.ignored = 0  # malformed remote elements skipped by the indexes
         self._schema: Schema | None = None
         self._stale = False
+        self.broken = False  # a local transaction failed half-way: reload from disk
         self._txn: Any = None  # the open Rust transaction inside transact()
         # The observer must not reference self: pycrdt holds it on the Rust
         # side, where Python's garbage collector cannot break a cycle.
@@ -262,6 +263,11 @@ class EventDoc:
             self._txn = txn._txn
             try:
                 body(dot, hlc)
+            except BaseException:
+                # Y cannot roll back: what the body wrote so far is in the
+                # document. The owner must discard this object and reload.
+                self.broken = True
+                raise
             finally:
                 self._txn = None
         update = self._captured[0]

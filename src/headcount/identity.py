@@ -80,7 +80,12 @@ def create_identity(data_dir: Path, *, role: Role = Role.GATE, name: str = "") -
     Raises:
         InputError: ``data_dir`` already holds a device identity.
     """
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{data_dir} exists and is not a directory") from None
+    except PermissionError:
+        raise InputError(f"no permission to create {data_dir}") from None
     key_path = data_dir / KEY_FILE
     if key_path.exists():
         raise InputError(f"{data_dir} already holds a device ({key_path} exists)", code="exists")

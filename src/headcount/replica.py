@@ -107,10 +107,15 @@ class Replica:
                 store is unusable.
         """
         path = Path(data_dir) if data_dir else default_data_dir()
+        try:
+            durability = Durability(durability)
+        except ValueError:
+            choices = ", ".join(d.value for d in Durability)
+            raise InputError(f"durability must be one of {choices}, not {durability!r}") from None
         identity = load_identity(path)
         lock_fd = None if read_only else _lock(path)
         try:
-            store = Store(path / DB_FILE, Durability(durability))
+            store = Store(path / DB_FILE, durability)
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -238,15 +243,24 @@ class Replica:
     ) -> list[LogEntry]:
         self._writable()
         ev = self.event(event_id)
-        result = op(ev, self.wall_clock())
+        try:
+            result = op(ev, self.wall_clock())
+        finally:
+            self._forget_if_broken(event_id, ev)
         entries = [] if result is None else result if isinstance(result, list) else [result]
         self._commit(event_id, entries)
         return entries
+
+    def _forget_if_broken(self, event_id: str, ev: Event) -> None:
+        if ev.doc.broken:
+            self._events.pop(event_id, None)
 
     def import_participants(
         self, event_id: str, rows: Iterable[Mapping[str, Any]]
     ) -> csvimport.ImportReport:
         """Create or update participants, all or nothing (see :meth:`Event.upsert_participants`)."""
+        if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+            raise InputError("rows must be a list of mappings (field -> value)")
         rows = list(rows)
         changed: list[int] = []
 
@@ -292,14 +306,17 @@ class Replica:
     ) -> CheckInResult:
         self._writable()
         ev = self.event(event_id)
-        scan, entry = ev.record_scan(
-            kind,
-            who,
-            gate=gate or self.identity.name,
-            method=method,
-            wall_ms=self.wall_clock(),
-            **kw,
-        )
+        try:
+            scan, entry = ev.record_scan(
+                kind,
+                who,
+                gate=self.identity.name if gate is None else gate,
+                method=method,
+                wall_ms=self.wall_clock(),
+                **kw,
+            )
+        finally:
+            self._forget_if_broken(event_id, ev)
         if entry is not None:
             self._commit(event_id, [entry])
         return CheckInResult(
@@ -353,9 +370,12 @@ class Replica:
         return result
 
     def _apply_event(self, event_id: str, batch: list[LogEntry], result: ApplyResult) -> None:
-        if event_id not in self.store.events():
-            self.store.add_event(event_id, self.wall_clock())
-        ev = self.event(event_id)
+        known = event_id in self._events or event_id in self.store.events()
+        if known:
+            ev = self.event(event_id)
+        else:  # learnt from a peer; registered in the store only if something sticks
+            ev = Event(EventDoc(event_id, self.device_id, self.role.value, self.clock))
+            self._events[event_id] = ev
         have = self.store.version_vector(event_id)
         waiting = {(e.device, e.seq): e for e in self.store.pending(event_id)}
         fresh: list[LogEntry] = []
@@ -370,11 +390,11 @@ class Replica:
                 continue
             waiting[(entry.device, entry.seq)] = entry
             fresh.append(entry)
-        applied = self._drain(ev, have, waiting, result.rejected)
+        undecodable: list[tuple[LogEntry, str]] = []
+        applied = self._drain(ev, have, waiting, undecodable)
         result.applied += len(applied)
-        done = {(e.device, e.seq) for e in applied} | {
-            (e.device, e.seq) for e, _ in result.rejected
-        }
+        result.rejected += undecodable
+        done = {(e.device, e.seq) for e in applied} | {(e.device, e.seq) for e, _ in undecodable}
         still = [e for e in fresh if (e.device, e.seq) not in done]
         result.pending += len(still)
         try:
@@ -385,6 +405,10 @@ class Replica:
         except Exception as exc:
             self._events.pop(event_id, None)
             raise StoreError(f"could not write to the store: {exc}") from exc
+        if undecodable or (not known and not applied and not still):
+            # Garbage may have half-applied inside yrs; reload what is on disk.
+            self._events.pop(event_id, None)
+            return
         own = have.get(self.device_id, 0)
         ev.doc.next_seq = max(ev.doc.next_seq, own + 1)
 
@@ -422,6 +446,8 @@ class Replica:
 
     def maybe_snapshot(self, event_id: str, every: int = SNAPSHOT_EVERY) -> bool:
         """Snapshot the event if the log grew by ``every`` entries since the last one."""
+        if self.read_only:
+            return False
         self.store.flush()
         snap = self.store.snapshot(event_id)
         last = self.store.last_log_id(event_id)
@@ -436,13 +462,16 @@ class Replica:
 def _shape_error(entry: object) -> str | None:
     if not isinstance(entry, LogEntry):
         return "not a log entry"
-    if not isinstance(entry.event, str) or not entry.event or len(entry.event) > 128:
-        return "bad event id"
-    if not isinstance(entry.device, str) or not entry.device or len(entry.device) > 64:
-        return "bad device id"
-    if not isinstance(entry.seq, int) or entry.seq < 1:
+    for name, value in (("event", entry.event), ("device", entry.device)):
+        try:
+            check_id(name, value)
+        except InputError as exc:
+            return f"bad {name} id: {exc}"
+    if len(entry.device) > 64:
+        return "bad device id: longer than 64 characters"
+    if isinstance(entry.seq, bool) or not isinstance(entry.seq, int) or entry.seq < 1:
         return "bad sequence number"
-    if not isinstance(entry.hlc, int) or entry.hlc < 0:
+    if isinstance(entry.hlc, bool) or not isinstance(entry.hlc, int) or entry.hlc < 0:
         return "bad timestamp"
     if not isinstance(entry.update, bytes | bytearray) or not entry.update:
         return "empty update"

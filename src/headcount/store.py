@@ -187,7 +187,12 @@ class Store:
         self._set_meta("hlc", max(hlc, int(self.get_meta("hlc", 0) or 0)))
 
     def add_pending(self, entries: Iterable[LogEntry]) -> None:
+        entries = list(entries)
         with self.transaction():
+            self.db.executemany(
+                "INSERT INTO events(event, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                {(e.event, e.hlc >> 16) for e in entries},
+            )
             self.db.executemany(
                 "INSERT OR IGNORE INTO pending(event, device, seq, hlc, upd) VALUES (?,?,?,?,?)",
                 [(e.event, e.device, e.seq, e.hlc, e.update) for e in entries],
