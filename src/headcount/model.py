@@ -41,6 +41,8 @@ class LogEntry:
     seq: int
     hlc: int
     update: bytes
+    prev: bytes = b"\x00" * 32
+    """The hash of this device's previous entry of the event (zeros for seq 1)."""
 
 
 @dataclass(frozen=True, slots=True)

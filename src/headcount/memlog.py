@@ -1,0 +1,201 @@
+"""An in-memory signed log: the :class:`~headcount.session.LogView` of the
+simulator and of protocol unit tests.
+
+It runs the real verification (shape, signature, hash chain, equivocation)
+but, unless ``materialize`` is set, never hands updates to pycrdt: it tracks
+entries only, which is what lets the simulator run a thousand nodes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .chain import (
+    ZERO_HASH,
+    EquivocationError,
+    GapError,
+    Head,
+    Segment,
+    Verifier,
+    ed25519_verify,
+    entry_hash,
+    sign_head,
+    verify_segment,
+)
+from .errors import RemoteProtocolError
+from .model import LogEntry
+from .session import IngestResult
+
+
+@dataclass(slots=True)
+class _Chain:
+    """One device's entries of one event, with their hashes and signed heads."""
+
+    entries: list[LogEntry] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+    head_seqs: list[int] = field(default_factory=list)  # sorted
+    heads: dict[int, Head] = field(default_factory=dict)
+
+    def known(self, seq: int) -> bytes | None:
+        if seq == 0:
+            return ZERO_HASH
+        return self.hashes[seq - 1] if seq <= len(self.hashes) else None
+
+    def add_head(self, head: Head) -> None:
+        if head.seq not in self.heads:
+            bisect.insort(self.head_seqs, head.seq)
+        self.heads[head.seq] = head
+
+
+class MemLog:
+    """A device's log of every event, in memory.
+
+    Args:
+        device_id: this device.
+        key: its signing key.
+        directory: ``device id -> raw Ed25519 public key`` of known devices.
+        verify: signature verifier (the simulator passes a memoising one).
+        hasher: entry hash function (the simulator passes a memoising one).
+        on_apply: called with each entry as it is applied (e.g. to
+            materialise documents); None to track entries only.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        key: Ed25519PrivateKey,
+        directory: Mapping[str, bytes],
+        *,
+        verify: Verifier = ed25519_verify,
+        hasher: Callable[[LogEntry], bytes] = entry_hash,
+        on_apply: Callable[[LogEntry], None] | None = None,
+    ) -> None:
+        self._device_id = device_id
+        self.key = key
+        self.directory = directory
+        self.verify = verify
+        self.hasher = hasher
+        self.on_apply = on_apply
+        self.chains: dict[str, dict[str, _Chain]] = {}
+        self.equivocators: set[tuple[str, str]] = set()
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    def events(self) -> list[str]:
+        return sorted(self.chains)
+
+    def version_vector(self, event: str) -> dict[str, int]:
+        return {d: len(c.entries) for d, c in self.chains.get(event, {}).items() if c.entries}
+
+    def entry_count(self, event: str) -> int:
+        return sum(len(c.entries) for c in self.chains.get(event, {}).values())
+
+    def _chain(self, event: str, device: str) -> _Chain:
+        return self.chains.setdefault(event, {}).setdefault(device, _Chain())
+
+    # -- local writes -------------------------------------------------------
+
+    def append(self, event: str, update: bytes, hlc: int) -> LogEntry:
+        """Append a local entry (unsigned until it is first sent)."""
+        chain = self._chain(event, self._device_id)
+        entry = LogEntry(
+            event,
+            self._device_id,
+            len(chain.entries) + 1,
+            hlc,
+            update,
+            chain.known(len(chain.entries)) or ZERO_HASH,
+        )
+        chain.entries.append(entry)
+        chain.hashes.append(self.hasher(entry))
+        if self.on_apply:
+            self.on_apply(entry)
+        return entry
+
+    # -- LogView ------------------------------------------------------------
+
+    def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
+        out: list[Segment] = []
+        budget = max_bytes
+        for device, chain in sorted(self.chains.get(event, {}).items()):
+            start = vv.get(device, 0) + 1
+            while start <= len(chain.entries) and (budget > 0 or not out):
+                seg = self._segment(event, device, chain, start, budget)
+                out.append(seg)
+                budget -= max(1, seg.size)
+                start = seg.head.seq + 1
+            if budget <= 0:
+                break
+        return out
+
+    def _segment(self, event: str, device: str, chain: _Chain, start: int, budget: int) -> Segment:
+        if device == self._device_id:
+            # Our own entries: cut at the budget and sign that head if needed.
+            end, size = start, len(chain.entries[start - 1].update)
+            while end < len(chain.entries) and size + len(chain.entries[end].update) <= budget:
+                size += len(chain.entries[end].update)
+                end += 1
+            head = chain.heads.get(end) or sign_head(
+                self.key, event, device, end, chain.hashes[end - 1]
+            )
+            chain.add_head(head)
+        else:
+            # Others' entries travel as they came: up to the next signed head.
+            i = bisect.bisect_left(chain.head_seqs, start)
+            head = chain.heads[chain.head_seqs[i]]
+        return Segment(tuple(chain.entries[start - 1 : head.seq]), head)
+
+    def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
+        """Verify every segment, then apply them all (nothing on error)."""
+        result = IngestResult()
+        staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
+        heads: list[Head] = []
+        for seg in segments:
+            device = seg.head.device
+            key = self.directory.get(device)
+            if key is None:
+                raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
+            if seg.head.event != event:
+                raise RemoteProtocolError("segment of another event", code="malformed")
+            if (event, device) in self.equivocators:
+                continue
+            chain = self.chains.get(event, {}).get(device) or _Chain()
+            pending = staged.setdefault(device, [])
+
+            def known(seq: int, chain: _Chain = chain, pending: list = pending) -> bytes | None:
+                have = chain.known(seq)
+                if have is None and pending and seq <= pending[-1][0].seq:
+                    return pending[seq - pending[0][0].seq][1]
+                return have
+
+            try:
+                fresh = verify_segment(seg, key, known, self.verify, self.hasher)
+            except GapError:
+                result.gaps += 1
+                continue
+            except EquivocationError as exc:
+                self.equivocators.add((event, device))
+                staged.pop(device, None)
+                result.equivocations.append(exc)
+                continue
+            result.duplicates += len(seg.entries) - len(fresh)
+            pending.extend(fresh)
+            heads.append(seg.head)
+        for device, fresh in staged.items():
+            chain = self._chain(event, device)
+            for entry, digest in fresh:
+                chain.entries.append(entry)
+                chain.hashes.append(digest)
+                if self.on_apply:
+                    self.on_apply(entry)
+            result.applied += len(fresh)
+        for head in heads:
+            if (event, head.device) not in self.equivocators:
+                self._chain(event, head.device).add_head(head)
+        return result

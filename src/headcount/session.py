@@ -1,0 +1,455 @@
+"""The sync protocol between two peers, as a pure state machine (h11 style).
+
+A :class:`Session` owns no socket, task or clock: the driver feeds it bytes
+(:meth:`Session.receive_data`), the time (every call takes ``now``), local
+news (:meth:`Session.local_entries`) and timer expiries (:meth:`Session.tick`),
+and carries out the effects it returns: bytes to send, a close, and events
+for the application. The asyncio transports and the simulator drive this same
+code.
+
+The exchange, per event:
+
+1. Each side opens with ``Hello`` and, once it has the peer's, a ``Summary``
+   (its version vector) with ``reply=True``.
+2. A ``Summary`` is answered with the segments the sender lacks (at most
+   ``window`` batches of at most ``batch_bytes`` in flight) and, if it asked
+   for a reply, our own ``Summary`` (push-pull).
+3. ``Segments`` are verified and applied by the log, then acknowledged with
+   ``Ack`` (our version vector), which releases the next batch.
+4. New local entries are pushed at once; every ``anti_entropy_interval`` a
+   fresh ``Summary`` repairs anything lost; ``Ping`` keeps an idle
+   connection alive and a silent peer is dropped after ``idle_timeout``.
+
+Contract: any exception other than :class:`LocalProtocolError` raised by a
+method of this class is a bug. Bad peer data never raises out of it: it
+becomes a ``Goodbye`` and a :class:`Close` effect, and changes no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from .chain import EquivocationError, Segment
+from .errors import LocalProtocolError, RemoteProtocolError
+from .wire import (
+    DEFAULT_MAX_FRAME,
+    Ack,
+    FrameDecoder,
+    Goodbye,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Segments,
+    Summary,
+    encode,
+    segment_wire_size,
+)
+
+# -- what the session needs from the local log ------------------------------------
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What the log did with received segments."""
+
+    applied: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    pending: int = 0
+    equivocations: list[EquivocationError] = field(default_factory=list)
+
+
+class LogView(Protocol):
+    """The local log as the session sees it (a replica, or the simulator's
+    in-memory log). Synchronous and local: no network, no sleeping."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    def events(self) -> list[str]: ...
+
+    def version_vector(self, event: str) -> dict[str, int]: ...
+
+    def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
+        """Signed segments holding what a peer with ``vv`` lacks, in order,
+        about ``max_bytes`` of updates at most (at least one segment)."""
+        ...
+
+    def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
+        """Verify and apply segments (shape, signature, chain, then pycrdt).
+
+        Raises:
+            RemoteProtocolError: a segment is forged, malformed or from an
+                unknown device; nothing of this call was applied.
+        """
+        ...
+
+
+# -- effects ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection. ``error`` is None for a clean close."""
+
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Entries from this peer were applied to the local log."""
+
+    event: str
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationFound:
+    event: str
+    device: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentified:
+    device: str
+
+
+Effect = Send | Close | Applied | EquivocationFound | PeerIdentified
+
+
+# -- states (every transition in one table) -------------------------------------------
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class SyncStatus(StrEnum):
+    """The reference documents' queue states, per peer."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SYNCED = "synced"
+    FAILED = "failed"
+
+
+_ALLOWED: dict[State, frozenset[type]] = {
+    State.IDLE: frozenset(),
+    State.HANDSHAKE: frozenset({Hello, Goodbye}),
+    State.OPEN: frozenset({Summary, Segments, Ack, Ping, Pong, Goodbye}),
+    State.CLOSED: frozenset(),
+}
+_NEXT: dict[tuple[State, type], State] = {
+    (State.HANDSHAKE, Hello): State.OPEN,
+    (State.HANDSHAKE, Goodbye): State.CLOSED,
+    (State.OPEN, Goodbye): State.CLOSED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    batch_bytes: int = 256 * 1024
+    window: int = 4
+    anti_entropy_interval: float = 30.0
+    keepalive_interval: float = 10.0
+    idle_timeout: float = 30.0
+    max_frame: int = DEFAULT_MAX_FRAME
+    eager_push: bool = True
+
+
+@dataclass(slots=True)
+class PeerStatus:
+    """Per-peer sync status for the application (see :class:`SyncStatus`)."""
+
+    peer: str | None = None
+    status: SyncStatus = SyncStatus.PENDING
+    pending_entries: int = 0
+    last_sync: float | None = None
+    entries_sent: int = 0
+    entries_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    error: str | None = None
+
+
+class Session:
+    """One sync session with one peer over one ordered byte stream.
+
+    Args:
+        log: the local log.
+        now: the current time in seconds (any monotonic origin).
+        config: limits and intervals.
+        expect_peer: if set, the device id the peer must announce (the
+            transport authenticated it); anything else is a protocol error.
+    """
+
+    def __init__(
+        self,
+        log: LogView,
+        now: float,
+        config: SessionConfig | None = None,
+        expect_peer: str | None = None,
+    ) -> None:
+        self.log = log
+        self.config = config or SessionConfig()
+        self.expect_peer = expect_peer
+        self.state = State.IDLE
+        self.decoder = FrameDecoder(self.config.max_frame)
+        self.status = PeerStatus()
+        self.peer_vv: dict[str, dict[str, int]] = {}  # what the peer has told us it holds
+        self.sent_vv: dict[str, dict[str, int]] = {}  # ... plus what we sent since
+        self.in_flight: dict[str, int] = {}
+        self._last_heard = now
+        self._last_sent = now
+        self._next_anti_entropy = now + self.config.anti_entropy_interval
+        self._ping_nonce = 0
+
+    # -- inputs --------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """Open the session: send ``Hello``."""
+        if self.state is not State.IDLE:
+            raise LocalProtocolError(f"start() in state {self.state}")
+        self.state = State.HANDSHAKE
+        return self._send([Hello(self.log.device_id, tuple(self.log.events()))], now)
+
+    def receive_data(self, data: bytes, now: float) -> list[Effect]:
+        """Feed bytes from the peer; returns the effects to carry out."""
+        if self.state in (State.IDLE, State.CLOSED):
+            return []
+        self._last_heard = now
+        self.status.bytes_received += len(data)
+        self.decoder.receive_data(data)
+        effects: list[Effect] = []
+        try:
+            while self.state is not State.CLOSED:
+                message = self.decoder.next_message()
+                if message is None:
+                    break
+                effects += self._handle(message, now)
+        except RemoteProtocolError as exc:
+            effects += self._fail(exc.code, exc.message, now)
+        return effects
+
+    def local_entries(self, event: str, now: float) -> list[Effect]:
+        """New local (or newly received) entries of ``event``: push them."""
+        if self.state is not State.OPEN or not self.config.eager_push:
+            return []
+        if event not in self.peer_vv:
+            return self._send([Summary(event, self.log.version_vector(event), True)], now)
+        return self._pump(event, now)
+
+    def anti_entropy(self, now: float) -> list[Effect]:
+        """Send a summary of every event now (the driver's gossip round)."""
+        if self.state is not State.OPEN:
+            return []
+        self._next_anti_entropy = now + self.config.anti_entropy_interval
+        messages: list[Message] = [
+            Summary(e, self.log.version_vector(e), True) for e in self.log.events()
+        ]
+        return self._send(messages, now)
+
+    def tick(self, now: float) -> list[Effect]:
+        """Timers: idle timeout, keepalive, periodic anti-entropy."""
+        if self.state in (State.IDLE, State.CLOSED):
+            return []
+        if now - self._last_heard >= self.config.idle_timeout:
+            return self._fail("timeout", f"peer silent for {now - self._last_heard:.1f} s", now)
+        effects: list[Effect] = []
+        if self.state is State.OPEN and now >= self._next_anti_entropy:
+            effects += self.anti_entropy(now)
+        if now - self._last_sent >= self.config.keepalive_interval:
+            self._ping_nonce += 1
+            effects += self._send([Ping(self._ping_nonce)], now)
+        return effects
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` must be called next (None once closed)."""
+        if self.state in (State.IDLE, State.CLOSED):
+            return None
+        deadlines = [
+            self._last_heard + self.config.idle_timeout,
+            self._last_sent + self.config.keepalive_interval,
+        ]
+        if self.state is State.OPEN:
+            deadlines.append(self._next_anti_entropy)
+        return min(deadlines)
+
+    def connection_lost(self, now: float) -> list[Effect]:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            if self.status.status is not SyncStatus.SYNCED:
+                self.status.status = SyncStatus.FAILED
+            self.status.error = self.status.error or "connection lost"
+        return []
+
+    def close(self, now: float, code: str = "bye", message: str = "") -> list[Effect]:
+        """Close cleanly (a ``Goodbye`` then :class:`Close`)."""
+        if self.state is State.CLOSED:
+            return []
+        effects = self._send([Goodbye(code, message)], now)
+        self.state = State.CLOSED
+        return [*effects, Close(None)]
+
+    # -- message handling ---------------------------------------------------
+
+    def _handle(self, message: Message, now: float) -> list[Effect]:
+        kind = type(message)
+        if kind not in _ALLOWED[self.state]:
+            raise RemoteProtocolError(
+                f"{kind.__name__} is not allowed in state {self.state}", code="unexpected"
+            )
+        self.state = _NEXT.get((self.state, kind), self.state)
+        if isinstance(message, Hello):
+            return self._on_hello(message, now)
+        if isinstance(message, Summary):
+            return self._on_summary(message, now)
+        if isinstance(message, Segments):
+            return self._on_segments(message, now)
+        if isinstance(message, Ack):
+            return self._on_ack(message, now)
+        if isinstance(message, Ping):
+            return self._send([Pong(message.nonce)], now)
+        if isinstance(message, Goodbye):
+            if message.code != "bye":
+                self.status.status = SyncStatus.FAILED
+                self.status.error = f"peer closed: {message.code}: {message.message}"
+            return [Close(None if message.code == "bye" else message.code)]
+        return []  # Pong: liveness only (already recorded)
+
+    def _on_hello(self, hello: Hello, now: float) -> list[Effect]:
+        if self.expect_peer is not None and hello.device != self.expect_peer:
+            raise RemoteProtocolError(
+                f"peer says it is {hello.device}, authenticated as {self.expect_peer}",
+                code="identity",
+            )
+        if hello.device == self.log.device_id:
+            raise RemoteProtocolError("connected to ourselves", code="self")
+        self.status.peer = hello.device
+        events = sorted(set(self.log.events()) | set(hello.events))
+        summaries: list[Message] = [Summary(e, self.log.version_vector(e), True) for e in events]
+        return [PeerIdentified(hello.device), *self._send(summaries, now)]
+
+    def _on_summary(self, summary: Summary, now: float) -> list[Effect]:
+        event = summary.event
+        self.peer_vv[event] = dict(summary.vv)
+        self.sent_vv[event] = dict(summary.vv)  # resend anything lost on the way
+        self.in_flight[event] = 0
+        effects = self._pump(event, now)
+        if summary.reply:
+            effects += self._send([Summary(event, self.log.version_vector(event), False)], now)
+        self._update_status(now)
+        return effects
+
+    def _on_segments(self, message: Segments, now: float) -> list[Effect]:
+        result = self.log.ingest(message.event, message.segments)
+        received = sum(len(s.entries) for s in message.segments)
+        self.status.entries_received += received
+        effects: list[Effect] = []
+        if result.applied:
+            effects.append(Applied(message.event, result.applied))
+        for eq in result.equivocations:
+            effects.append(EquivocationFound(eq.event, eq.device, eq.seq))
+        effects += self._send([Ack(message.event, self.log.version_vector(message.event))], now)
+        return effects
+
+    def _on_ack(self, ack: Ack, now: float) -> list[Effect]:
+        event = ack.event
+        self.peer_vv[event] = _vmax(self.peer_vv.get(event, {}), ack.vv)
+        self.sent_vv[event] = _vmax(self.sent_vv.get(event, {}), ack.vv)
+        self.in_flight[event] = max(0, self.in_flight.get(event, 0) - 1)
+        effects = self._pump(event, now)
+        self._update_status(now)
+        return effects
+
+    # -- sending -------------------------------------------------------------
+
+    def _pump(self, event: str, now: float) -> list[Effect]:
+        """Send batches the peer lacks, up to the window."""
+        effects: list[Effect] = []
+        while self.in_flight.get(event, 0) < self.config.window:
+            base = self.sent_vv.setdefault(event, {})
+            segments = self.log.segments_since(event, base, self._budget())
+            if not segments:
+                break
+            self.in_flight[event] = self.in_flight.get(event, 0) + 1
+            for seg in segments:
+                base[seg.head.device] = max(base.get(seg.head.device, 0), seg.head.seq)
+                self.status.entries_sent += len(seg.entries)
+            effects += self._send([Segments(event, tuple(segments))], now)
+        return effects
+
+    def _budget(self) -> int:
+        return min(self.config.batch_bytes, self.config.max_frame // 2)
+
+    def _send(self, messages: list[Message], now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for message in messages:
+            data = encode(message, self.config.max_frame)
+            self.status.bytes_sent += len(data)
+            self.status.messages_sent += 1
+            effects.append(Send(data))
+        if effects:
+            self._last_sent = now
+        return effects
+
+    def _fail(self, code: str, message: str, now: float) -> list[Effect]:
+        effects = self._send([Goodbye(code, message[:1024])], now)
+        self.state = State.CLOSED
+        self.status.status = SyncStatus.FAILED
+        self.status.error = f"{code}: {message}"
+        return [*effects, Close(code)]
+
+    def _update_status(self, now: float) -> None:
+        pending = 0
+        in_flight = False
+        for event, peer in self.peer_vv.items():
+            mine = self.log.version_vector(event)
+            pending += sum(max(0, n - peer.get(d, 0)) for d, n in mine.items())
+            in_flight = in_flight or self.in_flight.get(event, 0) > 0
+        self.status.pending_entries = pending
+        if pending == 0:
+            self.status.status = SyncStatus.SYNCED
+            self.status.last_sync = now
+        else:
+            self.status.status = SyncStatus.SENDING if in_flight else SyncStatus.PENDING
+
+
+def _vmax(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for d, n in b.items():
+        if n > out.get(d, 0):
+            out[d] = n
+    return out
+
+
+__all__ = [
+    "Applied",
+    "Close",
+    "Effect",
+    "EquivocationFound",
+    "IngestResult",
+    "LogView",
+    "PeerIdentified",
+    "PeerStatus",
+    "Send",
+    "Session",
+    "SessionConfig",
+    "State",
+    "SyncStatus",
+    "segment_wire_size",
+]
