@@ -27,6 +27,7 @@ from typing import Any
 from pycrdt import Array, ArrayEvent, Doc, TransactionEvent, get_update
 
 from . import registers as R
+from .chain import ZERO_HASH, entry_hash
 from .errors import RemoteProtocolError
 from .hlc import HybridClock
 from .model import LogEntry, Method, Scan, ScanKind
@@ -82,16 +83,24 @@ class EventDoc:
         role: this device's role, stored with each register entry.
         clock: the device's hybrid logical clock (shared by all its events).
         next_seq: the sequence number of this device's next entry.
+        last_hash: the hash of this device's previous entry (its chain head).
     """
 
     def __init__(
-        self, event: str, device: str, role: str, clock: HybridClock, next_seq: int = 1
+        self,
+        event: str,
+        device: str,
+        role: str,
+        clock: HybridClock,
+        next_seq: int = 1,
+        last_hash: bytes = ZERO_HASH,
     ) -> None:
         self.event = event
         self.device = device
         self.role = role
         self.clock = clock
         self.next_seq = next_seq
+        self.last_hash = last_hash  # hash of this device's latest entry: the next one's prev
         self.doc = Doc()  # a fresh random Y client id on every start (design.md)
         self.regs: Array = self.doc.get("r", type=Array)
         self.scans_array: Array = self.doc.get("s", type=Array)
@@ -274,7 +283,9 @@ class EventDoc:
         if update is None:  # the body wrote nothing; no entry, no seq used
             raise AssertionError("transaction produced no update")
         self.next_seq = seq + 1
-        return LogEntry(self.event, self.device, seq, hlc, update)
+        entry = LogEntry(self.event, self.device, seq, hlc, update, self.last_hash)
+        self.last_hash = entry_hash(entry)
+        return entry
 
     def write_register(
         self,

@@ -70,6 +70,12 @@ class Identity:
     def public_key(self) -> Ed25519PublicKey:
         return self.private_key.public_key()
 
+    @property
+    def public_key_raw(self) -> bytes:
+        return self.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import csvimport
+from .chain import ZERO_HASH
 from .errors import HeadcountError, InputError, NotFoundError, RemoteProtocolError, StoreError
 from .event import Event, check_id
 from .eventdoc import EventDoc
@@ -74,6 +75,10 @@ class Replica:
         self.read_only = read_only
         self._lock_fd = lock_fd
         self.clock = HybridClock(int(store.get_meta("hlc", 0) or 0), future_tolerance_ms)
+        if not read_only and store.public_key(identity.device_id) != identity.public_key_raw:
+            store.trust(
+                identity.device_id, identity.public_key_raw, identity.role.value, wall_clock()
+            )
         self._events: dict[str, Event] = {}
         self._closed = False
 
@@ -160,6 +165,22 @@ class Replica:
     def role(self) -> Role:
         return self.identity.role
 
+    def trust(self, device_id: str, public_key: bytes, role: Role | str) -> None:
+        """Add a device to this replica's directory: its entries will verify.
+
+        Raises:
+            InputError: malformed id, key or role.
+        """
+        self._writable()
+        check_id("device", device_id)
+        if not isinstance(public_key, bytes) or len(public_key) != 32:
+            raise InputError("a device's public key is 32 raw Ed25519 bytes")
+        try:
+            role = Role(role)
+        except ValueError:
+            raise InputError(f"unknown role {role!r}") from None
+        self.store.trust(device_id, public_key, role.value, self.wall_clock())
+
     # -- events -----------------------------------------------------------
 
     def events(self) -> list[str]:
@@ -180,14 +201,7 @@ class Replica:
 
     def _load(self, event_id: str) -> Event:
         snap = self.store.snapshot(event_id)
-        vv = self.store.version_vector(event_id)
-        doc = EventDoc(
-            event_id,
-            self.device_id,
-            self.role.value,
-            self.clock,
-            next_seq=vv.get(self.device_id, 0) + 1,
-        )
+        doc = self._new_doc(event_id)
         updates = [snap.state] if snap else []
         updates += [e.update for e in self.store.log_tail(event_id, snap.upto if snap else 0)]
         try:
@@ -195,11 +209,17 @@ class Replica:
         except RemoteProtocolError:
             if snap is None:
                 raise StoreError(f"event {event_id!r}: the stored log does not decode") from None
-            doc = EventDoc(event_id, self.device_id, self.role.value, self.clock, doc.next_seq)
+            doc = self._new_doc(event_id)
             doc.load([e.update for e in self.store.log_tail(event_id, 0)])
         for entry in self.store.pending(event_id):
             doc.apply_remote(entry.update)
         return Event(doc)
+
+    def _new_doc(self, event_id: str) -> EventDoc:
+        """An empty document for ``event_id`` that continues this device's chain."""
+        own = self.store.version_vector(event_id).get(self.device_id, 0)
+        last = self.store.hash_of(event_id, self.device_id, own) or ZERO_HASH
+        return EventDoc(event_id, self.device_id, self.role.value, self.clock, own + 1, last)
 
     def create_event(
         self, event_id: str, name: str = "", schema: Mapping[str, Any] | None = None
@@ -214,8 +234,7 @@ class Replica:
         if event_id in self.store.events():
             raise InputError(f"event {event_id!r} already exists", code="exists")
         now = self.wall_clock()
-        doc = EventDoc(event_id, self.device_id, self.role.value, self.clock)
-        ev = Event(doc)
+        ev = Event(self._new_doc(event_id))
         entry = ev.create(name or event_id, schema, now)
         self._events[event_id] = ev
         self._commit(event_id, [entry])
@@ -374,7 +393,7 @@ class Replica:
         if known:
             ev = self.event(event_id)
         else:  # learnt from a peer; registered in the store only if something sticks
-            ev = Event(EventDoc(event_id, self.device_id, self.role.value, self.clock))
+            ev = Event(self._new_doc(event_id))
             self._events[event_id] = ev
         have = self.store.version_vector(event_id)
         waiting = {(e.device, e.seq): e for e in self.store.pending(event_id)}
@@ -410,7 +429,9 @@ class Replica:
             self._events.pop(event_id, None)
             return
         own = have.get(self.device_id, 0)
-        ev.doc.next_seq = max(ev.doc.next_seq, own + 1)
+        if own + 1 > ev.doc.next_seq:  # our own entries came back (e.g. after a restore)
+            ev.doc.next_seq = own + 1
+            ev.doc.last_hash = self.store.hash_of(event_id, self.device_id, own) or ZERO_HASH
 
     def _drain(
         self,

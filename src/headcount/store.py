@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from .chain import ZERO_HASH, Head, entry_hash
 from .errors import StoreError
 from .model import LogEntry
 
@@ -51,7 +52,52 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (event, device, seq)
     ) WITHOUT ROWID;
     """,
+    # 2: hash chains, signed heads, known devices, quarantined equivocators
+    """
+    ALTER TABLE log ADD COLUMN prev BLOB;
+    ALTER TABLE log ADD COLUMN hash BLOB;
+    ALTER TABLE pending ADD COLUMN prev BLOB;
+    ALTER TABLE pending ADD COLUMN hash BLOB;
+    CREATE TABLE heads (
+        event TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        sig BLOB NOT NULL,
+        PRIMARY KEY (event, device, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE devices (
+        device TEXT PRIMARY KEY,
+        public_key BLOB NOT NULL,
+        role TEXT NOT NULL,
+        added_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE quarantine (
+        event TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        detected_ms INTEGER NOT NULL,
+        PRIMARY KEY (event, device)
+    ) WITHOUT ROWID;
+    """,
 ]
+
+
+def _chain_existing_log(db: sqlite3.Connection) -> None:
+    """Migration 2: give entries written before hash chains their prev/hash."""
+    last: dict[tuple[str, str], bytes] = {}
+    rows = db.execute(
+        "SELECT id, event, device, seq, hlc, upd FROM log ORDER BY event, device, seq"
+    )
+    for row_id, event, device, seq, hlc, upd in rows.fetchall():
+        prev = last.get((event, device), ZERO_HASH)
+        entry = LogEntry(event, device, seq, hlc, bytes(upd), prev)
+        digest = entry_hash(entry)
+        db.execute("UPDATE log SET prev=?, hash=? WHERE id=?", (prev, digest, row_id))
+        last[(event, device)] = digest
+
+
+_FIXUPS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _chain_existing_log}
 
 
 class Durability(StrEnum):
@@ -110,6 +156,8 @@ class Store:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
                         self.db.execute(statement)
+                if number + 1 in _FIXUPS:
+                    _FIXUPS[number + 1](self.db)
                 self.db.execute(f"PRAGMA user_version={number + 1}")
 
     @property
@@ -177,8 +225,9 @@ class Store:
             {(e.event, e.hlc >> 16) for e in entries},
         )
         self.db.executemany(
-            "INSERT INTO log(event, device, seq, hlc, upd) VALUES (?, ?, ?, ?, ?)",
-            [(e.event, e.device, e.seq, e.hlc, e.update) for e in entries],
+            "INSERT INTO log(event, device, seq, hlc, upd, prev, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.event, e.device, e.seq, e.hlc, e.update, e.prev, entry_hash(e)) for e in entries],
         )
         self.db.executemany(
             "DELETE FROM pending WHERE event=? AND device=? AND seq=?",
@@ -194,15 +243,20 @@ class Store:
                 {(e.event, e.hlc >> 16) for e in entries},
             )
             self.db.executemany(
-                "INSERT OR IGNORE INTO pending(event, device, seq, hlc, upd) VALUES (?,?,?,?,?)",
-                [(e.event, e.device, e.seq, e.hlc, e.update) for e in entries],
+                "INSERT OR IGNORE INTO pending(event, device, seq, hlc, upd, prev, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.event, e.device, e.seq, e.hlc, e.update, e.prev, entry_hash(e))
+                    for e in entries
+                ],
             )
 
     def pending(self, event: str) -> list[LogEntry]:
         rows = self.db.execute(
-            "SELECT device, seq, hlc, upd FROM pending WHERE event=? ORDER BY device, seq", (event,)
+            "SELECT device, seq, hlc, upd, prev FROM pending WHERE event=? ORDER BY device, seq",
+            (event,),
         )
-        return [LogEntry(event, d, s, h, bytes(u)) for d, s, h, u in rows]
+        return [_entry(event, d, s, h, u, p) for d, s, h, u, p in rows]
 
     def version_vector(self, event: str) -> dict[str, int]:
         rows = self.db.execute(
@@ -223,11 +277,11 @@ class Store:
             if have >= high:
                 continue
             rows = self.db.execute(
-                "SELECT id, seq, hlc, upd FROM log WHERE event=? AND device=? AND seq>? "
+                "SELECT id, seq, hlc, upd, prev FROM log WHERE event=? AND device=? AND seq>? "
                 "ORDER BY seq",
                 (event, device, have),
             )
-            out.extend((i, LogEntry(event, device, s, h, bytes(u))) for i, s, h, u in rows)
+            out.extend((i, _entry(event, device, s, h, u, p)) for i, s, h, u, p in rows)
         out.sort(key=lambda pair: pair[0])
         return [e for _, e in out]
 
@@ -262,10 +316,10 @@ class Store:
 
     def log_tail(self, event: str, after: int) -> list[LogEntry]:
         rows = self.db.execute(
-            "SELECT device, seq, hlc, upd FROM log WHERE event=? AND id>? ORDER BY id",
+            "SELECT device, seq, hlc, upd, prev FROM log WHERE event=? AND id>? ORDER BY id",
             (event, after),
         )
-        return [LogEntry(event, d, s, h, bytes(u)) for d, s, h, u in rows]
+        return [_entry(event, d, s, h, u, p) for d, s, h, u, p in rows]
 
     def tail_count(self, event: str, after: int) -> int:
         row = self.db.execute("SELECT count(*) FROM log WHERE event=? AND id>?", (event, after))
@@ -275,8 +329,81 @@ class Store:
         row = self.db.execute("SELECT max(id) FROM log WHERE event=?", (event,)).fetchone()
         return int(row[0] or 0)
 
+    # -- chains, heads, devices ---------------------------------------------
+
+    def hash_of(self, event: str, device: str, seq: int) -> bytes | None:
+        """The hash of an entry held here (logged or pending); zeros for seq 0."""
+        if seq == 0:
+            return ZERO_HASH
+        for e in self._buffer:
+            if (e.event, e.device, e.seq) == (event, device, seq):
+                return entry_hash(e)
+        for table in ("log", "pending"):
+            row = self.db.execute(
+                f"SELECT hash FROM {table} WHERE event=? AND device=? AND seq=?",
+                (event, device, seq),
+            ).fetchone()
+            if row is not None:
+                return bytes(row[0])
+        return None
+
+    def entries_range(self, event: str, device: str, first: int, last: int) -> list[LogEntry]:
+        self.flush()
+        rows = self.db.execute(
+            "SELECT seq, hlc, upd, prev FROM log "
+            "WHERE event=? AND device=? AND seq BETWEEN ? AND ? "
+            "ORDER BY seq",
+            (event, device, first, last),
+        )
+        return [_entry(event, device, s, h, u, p) for s, h, u, p in rows]
+
+    def add_heads(self, heads: Iterable[Head]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO heads(event, device, seq, hash, sig) VALUES (?, ?, ?, ?, ?)",
+                [(h.event, h.device, h.seq, h.hash, h.sig) for h in heads],
+            )
+
+    def head_at_or_after(self, event: str, device: str, seq: int) -> Head | None:
+        row = self.db.execute(
+            "SELECT seq, hash, sig FROM heads WHERE event=? AND device=? AND seq>=? "
+            "ORDER BY seq LIMIT 1",
+            (event, device, seq),
+        ).fetchone()
+        return None if row is None else Head(event, device, row[0], bytes(row[1]), bytes(row[2]))
+
+    def trust(self, device: str, public_key: bytes, role: str, now_ms: int) -> None:
+        """Record a device's public key (the directory used to verify heads)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO devices(device, public_key, role, added_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(device) DO UPDATE SET public_key=excluded.public_key, "
+                "role=excluded.role",
+                (device, public_key, role, now_ms),
+            )
+
+    def public_key(self, device: str) -> bytes | None:
+        row = self.db.execute("SELECT public_key FROM devices WHERE device=?", (device,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def quarantine(self, event: str, device: str, seq: int, now_ms: int) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO quarantine(event, device, seq, detected_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (event, device, seq, now_ms),
+            )
+
+    def quarantined(self, event: str) -> set[str]:
+        rows = self.db.execute("SELECT device FROM quarantine WHERE event=?", (event,))
+        return {r[0] for r in rows}
+
     def close(self) -> None:
         try:
             self.flush()
         finally:
             self.db.close()
+
+
+def _entry(event: str, device: str, seq: int, hlc: int, upd: bytes, prev: bytes | None) -> LogEntry:
+    return LogEntry(event, device, seq, hlc, bytes(upd), bytes(prev) if prev else ZERO_HASH)

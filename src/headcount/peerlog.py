@@ -1,0 +1,151 @@
+"""A replica seen by the sync protocol: the :class:`~headcount.session.LogView`
+over a :class:`~headcount.replica.Replica` and its SQLite store.
+
+Outgoing: the entries a peer lacks, as segments ending at signed heads (this
+device signs its own heads when it first sends them; others' entries travel
+with the heads their origin signed). Incoming: every segment is checked
+(known device, shape, signature, hash chain, equivocation) before any of its
+entries reaches the replica, and a batch with a forged segment applies
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from .chain import (
+    EquivocationError,
+    GapError,
+    Head,
+    Segment,
+    Verifier,
+    ed25519_verify,
+    entry_hash,
+    sign_head,
+    verify_segment,
+)
+from .errors import RemoteProtocolError
+from .model import LogEntry
+from .replica import Replica
+from .session import IngestResult
+
+READ_CHUNK = 2000  # own entries read per query while cutting a batch
+
+
+class ReplicaLog:
+    """The LogView of a replica (see :class:`~headcount.session.LogView`)."""
+
+    def __init__(self, replica: Replica, verify: Verifier = ed25519_verify) -> None:
+        self.replica = replica
+        self.store = replica.store
+        self.verify = verify
+
+    @property
+    def device_id(self) -> str:
+        return self.replica.device_id
+
+    def events(self) -> list[str]:
+        return self.replica.events()
+
+    def version_vector(self, event: str) -> dict[str, int]:
+        return self.store.version_vector(event)
+
+    # -- outgoing -------------------------------------------------------------
+
+    def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
+        self.store.flush()
+        out: list[Segment] = []
+        budget = max_bytes
+        for device, high in sorted(self.store.version_vector(event).items()):
+            start = vv.get(device, 0) + 1
+            while start <= high and (budget > 0 or not out):
+                seg = self._segment(event, device, start, high, budget)
+                if seg is None:
+                    break
+                out.append(seg)
+                budget -= max(1, seg.size)
+                start = seg.head.seq + 1
+            if budget <= 0:
+                break
+        return out
+
+    def _segment(
+        self, event: str, device: str, start: int, high: int, budget: int
+    ) -> Segment | None:
+        if device != self.device_id:
+            head = self.store.head_at_or_after(event, device, start)
+            if head is None or head.seq > high:
+                return None  # not verifiable by anyone yet: nothing to forward
+            return Segment(tuple(self.store.entries_range(event, device, start, head.seq)), head)
+        entries: list[LogEntry] = []
+        size = 0
+        while start + len(entries) <= high:
+            first = start + len(entries)
+            chunk = self.store.entries_range(event, device, first, min(high, first + READ_CHUNK))
+            for entry in chunk:
+                if entries and size + len(entry.update) > budget:
+                    break
+                entries.append(entry)
+                size += len(entry.update)
+            else:
+                continue
+            break
+        end = entries[-1].seq
+        head = self.store.head_at_or_after(event, device, end)
+        if head is None or head.seq != end:
+            head = sign_head(
+                self.replica.identity.private_key, event, device, end, entry_hash(entries[-1])
+            )
+            self.store.add_heads([head])
+        return Segment(tuple(entries), head)
+
+    # -- incoming -------------------------------------------------------------
+
+    def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
+        result = IngestResult()
+        quarantined = self.store.quarantined(event)
+        staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
+        heads: list[Head] = []
+        for seg in segments:
+            device = seg.head.device
+            key = self.store.public_key(device)
+            if key is None:
+                raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
+            if seg.head.event != event:
+                raise RemoteProtocolError("segment of another event", code="malformed")
+            if device in quarantined:
+                continue
+            pending = staged.setdefault(device, [])
+            try:
+                fresh = verify_segment(seg, key, self._known(event, device, pending), self.verify)
+            except GapError:
+                result.gaps += 1
+                continue
+            except EquivocationError as exc:
+                self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
+                quarantined.add(device)
+                staged.pop(device, None)
+                result.equivocations.append(exc)
+                continue
+            result.duplicates += len(seg.entries) - len(fresh)
+            pending.extend(fresh)
+            heads.append(seg.head)
+        entries = [e for device in staged for e, _ in staged[device]]
+        if entries:
+            applied = self.replica.apply_entries(entries)
+            result.applied += applied.applied
+            result.pending += applied.pending
+        kept = [h for h in heads if h.device not in quarantined]
+        if kept:
+            self.store.add_heads(kept)
+        return result
+
+    def _known(
+        self, event: str, device: str, staged: list[tuple[LogEntry, bytes]]
+    ) -> Callable[[int], bytes | None]:
+        def known(seq: int) -> bytes | None:
+            if staged and staged[0][0].seq <= seq <= staged[-1][0].seq:
+                return staged[seq - staged[0][0].seq][1]
+            return self.store.hash_of(event, device, seq)
+
+        return known

@@ -1,0 +1,115 @@
+"""Replicas syncing through real sessions (the protocol core over SQLite stores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from headcount import InputError, Role
+from headcount.peerlog import ReplicaLog
+from headcount.session import SessionConfig, SyncStatus
+
+from .protocol_helpers import ConnectionPair
+
+EV = "ev"
+
+
+def introduce(*replicas):
+    for a in replicas:
+        for b in replicas:
+            if a is not b:
+                a.trust(b.device_id, b.identity.public_key_raw, b.role)
+
+
+def view(r):
+    ev = r.event(EV)
+    return (
+        sorted(ev.doc.scans),
+        [p.to_dict() for p in ev.participants(True)],
+        [c.to_dict() for c in ev.conflicts()],
+        r.version_vector(EV),
+    )
+
+
+@pytest.fixture
+def trio(make_replica):
+    admin, north, south = make_replica("admin", Role.ADMIN), make_replica("n"), make_replica("s")
+    introduce(admin, north, south)
+    admin.create_event(EV, "Conf")
+    admin.import_participants(
+        EV, [{"id": f"p{i}", "name": f"N{i}", "allergies": "none"} for i in range(30)]
+    )
+    return admin, north, south
+
+
+def test_sessions_converge_replicas_and_reach_synced(trio):
+    admin, north, _ = trio
+    pair = ConnectionPair(ReplicaLog(admin), ReplicaLog(north))
+    pair.run()
+    north.check_in(EV, "p1")
+    north.upsert_participant(EV, "p2", {"allergies": "nuts"})
+    pair.push(1, EV)
+    assert view(admin) == view(north)
+    assert all(s.session.status.status is SyncStatus.SYNCED for s in pair.sides)
+
+
+def test_entries_relayed_through_a_third_replica_verify_and_conflicts_match(trio):
+    admin, north, south = trio
+    ConnectionPair(ReplicaLog(admin), ReplicaLog(north)).run()
+    north.upsert_participant(EV, "p3", {"allergies": "fish"})
+    ConnectionPair(ReplicaLog(admin), ReplicaLog(south)).run()
+    south.upsert_participant(EV, "p3", {"allergies": "gluten"})  # concurrent with north's
+    ConnectionPair(ReplicaLog(north), ReplicaLog(admin)).run()
+    ConnectionPair(ReplicaLog(south), ReplicaLog(admin)).run()
+    ConnectionPair(
+        ReplicaLog(admin), ReplicaLog(north)
+    ).run()  # south's edit reaches north via admin
+    ConnectionPair(ReplicaLog(admin), ReplicaLog(south)).run()
+    assert view(admin) == view(north) == view(south)
+    [c] = north.conflicts(EV)
+    assert {x.value for x in c.candidates} == {"fish", "gluten"}
+
+
+def test_offline_backlog_syncs_in_bounded_batches(trio):
+    admin, north, _ = trio
+    ConnectionPair(ReplicaLog(admin), ReplicaLog(north)).run()
+    for i in range(300):
+        north.check_in(EV, f"p{i % 30}")
+    pair = ConnectionPair(ReplicaLog(north), ReplicaLog(admin), SessionConfig(batch_bytes=4000))
+    pair.run()
+    assert view(admin) == view(north)
+    assert pair.sides[0].session.status.messages_sent > 10
+
+
+def test_unknown_device_is_a_protocol_error_and_changes_nothing(make_replica):
+    a, stranger = make_replica("a", Role.ADMIN), make_replica("x")
+    a.create_event(EV)
+    stranger.trust(a.device_id, a.identity.public_key_raw, a.role)  # one-sided trust
+    stranger.create_event(EV)
+    before = a.version_vector(EV)
+    pair = ConnectionPair(ReplicaLog(stranger), ReplicaLog(a))
+    pair.run()
+    assert pair.sides[1].closed == "unknown_device"
+    assert a.version_vector(EV) == before
+
+
+def test_restart_continues_the_chain(trio, tmp_path, clock):
+    from headcount import Replica
+
+    admin, north, _ = trio
+    ConnectionPair(ReplicaLog(admin), ReplicaLog(north)).run()
+    north.check_in(EV, "p0")
+    ConnectionPair(ReplicaLog(north), ReplicaLog(admin)).run()
+    north.close()
+    north = Replica.open(tmp_path / "n", wall_clock=clock)
+    north.check_in(EV, "p1")  # seq continues, prev = hash of the last entry before restart
+    ConnectionPair(ReplicaLog(north), ReplicaLog(admin)).run()
+    assert view(admin) == view(north)
+    north.close()
+
+
+def test_trust_rejects_bad_keys(make_replica):
+    a = make_replica("a")
+    with pytest.raises(InputError, match="32 raw"):
+        a.trust("abcd", b"short", "gate")
+    with pytest.raises(InputError, match="unknown role"):
+        a.trust("abcd", b"x" * 32, "emperor")
