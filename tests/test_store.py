@@ -145,3 +145,51 @@ def test_durability_off_buffers_but_close_flushes(make_replica, tmp_path, clock)
     again = Replica.open(tmp_path / "a", wall_clock=clock)
     assert _view(again) == expected
     again.close()
+
+
+def test_entries_depending_on_another_devices_entries_wait_until_it_arrives(
+    make_replica, tmp_path, clock
+):
+    """Out-of-order delivery across devices: yrs holds an update whose items
+    hang off another device's items; we detect it did not integrate, keep it
+    pending, and integrate it when the dependency arrives."""
+    a = make_replica("a", Role.ADMIN)
+    b = make_replica("b")
+    c = make_replica("c")
+    a.create_event(EV)
+    a.import_participants(EV, [{"id": "p1", "name": "Ann", "allergies": "none"}])
+    sync(a, b)
+    b.upsert_participant(EV, "p1", {"allergies": "nuts"})  # b's entry builds on a's
+    b.check_in(EV, "p1")
+    b_entries = [e for e in b.export_since(EV, {}) if e.device == b.device_id]
+    first = c.apply_entries(b_entries)  # a's entries have not reached c
+    assert first.applied == 0 and first.pending == len(b_entries)
+    assert c.version_vector(EV).get(b.device_id) is None
+    second = c.apply_entries(a.export_since(EV, {}))
+    assert second.applied == len(a.export_since(EV, {})) + len(b_entries)
+    assert c.store.pending(EV) == []
+    assert _view(c)[:3] == _view(b)[:3]
+
+
+def test_migration_from_schema_1_chains_existing_entries(tmp_path):
+    from headcount.chain import ZERO_HASH, entry_hash
+    from headcount.model import LogEntry
+    from headcount.store import Store
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    db.executemany(
+        "INSERT INTO log(event, device, seq, hlc, upd) VALUES (?, ?, ?, ?, ?)",
+        [("e", "d1", 1, 10, b"one"), ("e", "d1", 2, 11, b"two"), ("e", "d2", 1, 12, b"x")],
+    )
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    one = LogEntry("e", "d1", 1, 10, b"one", ZERO_HASH)
+    two = LogEntry("e", "d1", 2, 11, b"two", entry_hash(one))
+    assert store.hash_of("e", "d1", 1) == entry_hash(one)
+    assert store.hash_of("e", "d1", 2) == entry_hash(two)
+    assert store.entries_since("e", {"d1": 1}) == [two]
+    store.close()
