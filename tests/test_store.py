@@ -191,5 +191,5 @@ def test_migration_from_schema_1_chains_existing_entries(tmp_path):
     two = LogEntry("e", "d1", 2, 11, b"two", entry_hash(one))
     assert store.hash_of("e", "d1", 1) == entry_hash(one)
     assert store.hash_of("e", "d1", 2) == entry_hash(two)
-    assert store.entries_since("e", {"d1": 1}) == [two]
+    assert store.entries_since("e", {"d1": 1, "d2": 1}) == [two]
     store.close()
