@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--value", help="write this value instead (JSON, or a plain string)")
     how.add_argument("--delete", action="store_true", help="modified-deleted: keep it deleted")
     how.add_argument("--restore", action="store_true", help="modified-deleted: restore it")
+    from .sim.cli import register as register_sim  # the simulator registers its own command
+
+    register_sim(sub, cmd)
     return parser
 
 

@@ -72,3 +72,9 @@ class RemoteProtocolError(HeadcountError):
     """
 
     code = "remote_protocol_error"
+
+
+class BehindHorizonError(HeadcountError):
+    """A peer lacks entries that were folded into a snapshot: send it the snapshot."""
+
+    code = "behind_horizon"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from .schema import Policy, Schema, check_config_key
 MAX_ID_LEN = 128
 MAX_VALUE_BYTES = 8192
 _METHODS: dict[object, Method] = {**{m.value: m for m in Method}, **{m: m for m in Method}}
+CHUNK_BYTES = 128 * 1024
 IMPORT_CHUNK = 100  # participants per Y transaction / log entry (Yrs appends slow down in big ones)
 
 
@@ -167,8 +168,7 @@ class Event:
             if changed or record_key(PARTICIPANT, pid) not in self.doc.records:
                 changes.append((pid, changed))  # an id alone still creates the participant
         entries = []
-        for start in range(0, len(changes), IMPORT_CHUNK):
-            chunk = changes[start : start + IMPORT_CHUNK]
+        for chunk in _chunks(changes):
             entries.append(
                 self.doc.transact(wall_ms, lambda d, h, c=chunk: self._write_rows(c, d, h))
             )
@@ -533,6 +533,24 @@ class Event:
             "scans": len(self.doc.scans),
             "open_conflicts": sum(len(c) for c in self._derived.conflicts.values()),
         }
+
+
+def _chunks(
+    changes: list[tuple[str, dict[str, Any]]],
+) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """At most IMPORT_CHUNK rows and about CHUNK_BYTES of values per log
+    entry, so that every entry fits a sync frame with room to spare."""
+    chunk: list[tuple[str, dict[str, Any]]] = []
+    size = 0
+    for pid, fields in changes:
+        row = len(pid) + sum(len(json.dumps(v)) + len(k) + 40 for k, v in fields.items())
+        if chunk and (len(chunk) >= IMPORT_CHUNK or size + row > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((pid, fields))
+        size += row
+    if chunk:
+        yield chunk
 
 
 def _scan_order(scan: Scan) -> tuple[int, int, str, str]:

@@ -26,7 +26,7 @@ from .chain import (
     sign_head,
     verify_segment,
 )
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .model import LogEntry
 from .session import IngestResult
 
@@ -82,6 +82,7 @@ class MemLog:
         self.on_apply = on_apply
         self.chains: dict[str, dict[str, _Chain]] = {}
         self.equivocators: set[tuple[str, str]] = set()
+        self.acks: dict[tuple[str, str], dict[str, int]] = {}
 
     @property
     def device_id(self) -> str:
@@ -151,11 +152,21 @@ class MemLog:
             head = chain.heads[chain.head_seqs[i]]
         return Segment(tuple(chain.entries[start - 1 : head.seq]), head)
 
+    def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
+        self.acks[(peer, event)] = dict(vv)
+
+    def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
+        raise LocalProtocolError("an in-memory log never compacts")
+
+    def install_snapshot(self, event: str, state: bytes, heads: Sequence[Head], sender: str) -> int:
+        raise RemoteProtocolError("this log does not accept snapshots", code="unauthorised")
+
     def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
         """Verify every segment, then apply them all (nothing on error)."""
         result = IngestResult()
         staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
         heads: list[Head] = []
+        caught: dict[str, EquivocationError] = {}
         for seg in segments:
             device = seg.head.device
             key = self.directory.get(device)
@@ -163,10 +174,10 @@ class MemLog:
                 raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
             if seg.head.event != event:
                 raise RemoteProtocolError("segment of another event", code="malformed")
-            if (event, device) in self.equivocators:
+            if (event, device) in self.equivocators or device in caught:
                 continue
             chain = self.chains.get(event, {}).get(device) or _Chain()
-            pending = staged.setdefault(device, [])
+            pending = staged.get(device, [])
 
             def known(seq: int, chain: _Chain = chain, pending: list = pending) -> bytes | None:
                 have = chain.known(seq)
@@ -180,13 +191,17 @@ class MemLog:
                 result.gaps += 1
                 continue
             except EquivocationError as exc:
-                self.equivocators.add((event, device))
-                staged.pop(device, None)
-                result.equivocations.append(exc)
+                caught[device] = exc
                 continue
             result.duplicates += len(seg.entries) - len(fresh)
-            pending.extend(fresh)
+            if fresh:
+                staged.setdefault(device, []).extend(fresh)
             heads.append(seg.head)
+        # Everything verified: only now change state.
+        for device, exc in caught.items():
+            self.equivocators.add((event, device))
+            staged.pop(device, None)
+            result.equivocations.append(exc)
         for device, fresh in staged.items():
             chain = self._chain(event, device)
             for entry, digest in fresh:
@@ -196,6 +211,8 @@ class MemLog:
                     self.on_apply(entry)
             result.applied += len(fresh)
         for head in heads:
-            if (event, head.device) not in self.equivocators:
-                self._chain(event, head.device).add_head(head)
+            if head.device not in caught and (event, head.device) not in self.equivocators:
+                chains = self.chains.get(event, {})
+                if head.device in chains:
+                    chains[head.device].add_head(head)
         return result

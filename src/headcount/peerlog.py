@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from . import compaction
 from .chain import (
     EquivocationError,
     GapError,
@@ -24,7 +25,7 @@ from .chain import (
     sign_head,
     verify_segment,
 )
-from .errors import RemoteProtocolError
+from .errors import BehindHorizonError, RemoteProtocolError, StoreError
 from .model import LogEntry
 from .replica import Replica
 from .session import IngestResult
@@ -54,6 +55,9 @@ class ReplicaLog:
 
     def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
         self.store.flush()
+        for device, (seq, _) in self.store.horizon(event).items():
+            if vv.get(device, 0) < seq:
+                raise BehindHorizonError(f"the peer lacks entries of {device} folded at {seq}")
         out: list[Segment] = []
         budget = max_bytes
         for device, high in sorted(self.store.version_vector(event).items()):
@@ -82,6 +86,8 @@ class ReplicaLog:
         while start + len(entries) <= high:
             first = start + len(entries)
             chunk = self.store.entries_range(event, device, first, min(high, first + READ_CHUNK))
+            if not chunk:
+                raise StoreError(f"entries {first}..{high} of {device} are missing from the log")
             for entry in chunk:
                 if entries and size + len(entry.update) > budget:
                     break
@@ -99,6 +105,19 @@ class ReplicaLog:
             self.store.add_heads([head])
         return Segment(tuple(entries), head)
 
+    # -- compaction -----------------------------------------------------------
+
+    def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
+        if self.replica.read_only or event not in self.replica.events():
+            return
+        self.store.record_ack(peer, event, vv, self.replica.wall_clock())
+
+    def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
+        return compaction.snapshot_for(self.replica, event)
+
+    def install_snapshot(self, event: str, state: bytes, heads: Sequence[Head], sender: str) -> int:
+        return compaction.install_snapshot(self.replica, event, state, heads, sender)
+
     # -- incoming -------------------------------------------------------------
 
     def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
@@ -106,6 +125,7 @@ class ReplicaLog:
         quarantined = self.store.quarantined(event)
         staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
         heads: list[Head] = []
+        caught: dict[str, EquivocationError] = {}
         for seg in segments:
             device = seg.head.device
             key = self.store.public_key(device)
@@ -113,30 +133,33 @@ class ReplicaLog:
                 raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
             if seg.head.event != event:
                 raise RemoteProtocolError("segment of another event", code="malformed")
-            if device in quarantined:
+            if device in quarantined or device in caught:
                 continue
-            pending = staged.setdefault(device, [])
+            pending = staged.get(device, [])
             try:
                 fresh = verify_segment(seg, key, self._known(event, device, pending), self.verify)
             except GapError:
                 result.gaps += 1
                 continue
             except EquivocationError as exc:
-                self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
-                quarantined.add(device)
-                staged.pop(device, None)
-                result.equivocations.append(exc)
+                caught[device] = exc
                 continue
             result.duplicates += len(seg.entries) - len(fresh)
-            pending.extend(fresh)
+            if fresh:
+                staged.setdefault(device, []).extend(fresh)
             heads.append(seg.head)
+        # Everything verified: only now change state.
+        for device, exc in caught.items():
+            self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
+            staged.pop(device, None)
+            result.equivocations.append(exc)
         entries = [e for device in staged for e, _ in staged[device]]
         if entries:
             applied = self.replica.apply_entries(entries)
             result.applied += applied.applied
             result.pending += applied.pending
-        kept = [h for h in heads if h.device not in quarantined]
-        if kept:
+        kept = [h for h in heads if h.device not in caught and h.device not in quarantined]
+        if kept and event in self.replica.events():
             self.store.add_heads(kept)
         return result
 

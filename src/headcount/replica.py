@@ -201,6 +201,12 @@ class Replica:
 
     def _load(self, event_id: str) -> Event:
         snap = self.store.snapshot(event_id)
+        if snap is None and self.store.horizon(event_id):
+            raise StoreError(
+                f"event {event_id!r}: the snapshot holding compacted entries is unreadable; "
+                "restore this device from a backup",
+                code="snapshot_lost",
+            )
         doc = self._new_doc(event_id)
         updates = [snap.state] if snap else []
         updates += [e.update for e in self.store.log_tail(event_id, snap.upto if snap else 0)]
@@ -428,8 +434,21 @@ class Replica:
             # Garbage may have half-applied inside yrs; reload what is on disk.
             self._events.pop(event_id, None)
             return
-        own = have.get(self.device_id, 0)
-        if own + 1 > ev.doc.next_seq:  # our own entries came back (e.g. after a restore)
+        self.sync_own_chain(event_id)
+
+    def event_for_peer(self, event_id: str) -> Event:
+        """The event, registering it if a peer is the first to tell us of it."""
+        if event_id not in self._events and event_id not in self.store.events():
+            check_id("event", event_id)
+            self.store.add_event(event_id, self.wall_clock())
+        return self.event(event_id)
+
+    def sync_own_chain(self, event_id: str) -> None:
+        """Continue our chain after our own entries came back from a peer (e.g.
+        after a restore): never reuse a sequence number."""
+        ev = self._events.get(event_id)
+        own = self.store.version_vector(event_id).get(self.device_id, 0)
+        if ev is not None and own + 1 > ev.doc.next_seq:
             ev.doc.next_seq = own + 1
             ev.doc.last_hash = self.store.hash_of(event_id, self.device_id, own) or ZERO_HASH
 

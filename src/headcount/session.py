@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from .chain import EquivocationError, Segment
-from .errors import LocalProtocolError, RemoteProtocolError
+from .chain import EquivocationError, Head, Segment
+from .errors import BehindHorizonError, LocalProtocolError, RemoteProtocolError
 from .wire import (
     DEFAULT_MAX_FRAME,
     Ack,
@@ -44,6 +44,7 @@ from .wire import (
     Ping,
     Pong,
     Segments,
+    SnapshotPart,
     Summary,
     encode,
     segment_wire_size,
@@ -85,6 +86,22 @@ class LogView(Protocol):
         Raises:
             RemoteProtocolError: a segment is forged, malformed or from an
                 unknown device; nothing of this call was applied.
+        """
+        ...
+
+    def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
+        """The peer says it holds ``vv`` (input to compaction)."""
+        ...
+
+    def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
+        """State and horizon heads for a peer behind the compaction horizon."""
+        ...
+
+    def install_snapshot(self, event: str, state: bytes, heads: Sequence[Head], sender: str) -> int:
+        """Install a peer's snapshot; returns devices advanced.
+
+        Raises:
+            RemoteProtocolError: not acceptable from this sender, or invalid.
         """
         ...
 
@@ -149,7 +166,7 @@ class SyncStatus(StrEnum):
 _ALLOWED: dict[State, frozenset[type]] = {
     State.IDLE: frozenset(),
     State.HANDSHAKE: frozenset({Hello, Goodbye}),
-    State.OPEN: frozenset({Summary, Segments, Ack, Ping, Pong, Goodbye}),
+    State.OPEN: frozenset({Summary, Segments, Ack, Ping, Pong, Goodbye, SnapshotPart}),
     State.CLOSED: frozenset(),
 }
 _NEXT: dict[tuple[State, type], State] = {
@@ -168,6 +185,8 @@ class SessionConfig:
     idle_timeout: float = 30.0
     max_frame: int = DEFAULT_MAX_FRAME
     eager_push: bool = True
+    max_snapshot: int = 512 * 1024 * 1024
+    ack_timeout: float = 5.0
 
 
 @dataclass(slots=True)
@@ -217,6 +236,8 @@ class Session:
         self._last_sent = now
         self._next_anti_entropy = now + self.config.anti_entropy_interval
         self._ping_nonce = 0
+        self._snapshots: dict[str, tuple[bytearray, tuple[Head, ...], int]] = {}
+        self._progress: dict[str, float] = {}  # last ack, or first send after idle, per event
 
     # -- inputs --------------------------------------------------------------
 
@@ -225,15 +246,18 @@ class Session:
         if self.state is not State.IDLE:
             raise LocalProtocolError(f"start() in state {self.state}")
         self.state = State.HANDSHAKE
-        return self._send([Hello(self.log.device_id, tuple(self.log.events()))], now)
+        effects = self._send([Hello(self.log.device_id, tuple(self.log.events()))], now)
+        return effects + self.receive_data(b"", now)
 
     def receive_data(self, data: bytes, now: float) -> list[Effect]:
         """Feed bytes from the peer; returns the effects to carry out."""
-        if self.state in (State.IDLE, State.CLOSED):
+        if self.state is State.CLOSED:
             return []
         self._last_heard = now
         self.status.bytes_received += len(data)
         self.decoder.receive_data(data)
+        if self.state is State.IDLE:
+            return []  # kept until start(): the peer may speak first
         effects: list[Effect] = []
         try:
             while self.state is not State.CLOSED:
@@ -270,6 +294,8 @@ class Session:
         if now - self._last_heard >= self.config.idle_timeout:
             return self._fail("timeout", f"peer silent for {now - self._last_heard:.1f} s", now)
         effects: list[Effect] = []
+        if self.state is State.OPEN:
+            effects += self._retransmit(now)
         if self.state is State.OPEN and now >= self._next_anti_entropy:
             effects += self.anti_entropy(now)
         if now - self._last_sent >= self.config.keepalive_interval:
@@ -287,6 +313,11 @@ class Session:
         ]
         if self.state is State.OPEN:
             deadlines.append(self._next_anti_entropy)
+            deadlines += [
+                self._progress.get(e, 0.0) + self.config.ack_timeout
+                for e, n in self.in_flight.items()
+                if n
+            ]
         return min(deadlines)
 
     def connection_lost(self, now: float) -> list[Effect]:
@@ -322,6 +353,8 @@ class Session:
             return self._on_segments(message, now)
         if isinstance(message, Ack):
             return self._on_ack(message, now)
+        if isinstance(message, SnapshotPart):
+            return self._on_snapshot_part(message, now)
         if isinstance(message, Ping):
             return self._send([Pong(message.nonce)], now)
         if isinstance(message, Goodbye):
@@ -346,9 +379,12 @@ class Session:
 
     def _on_summary(self, summary: Summary, now: float) -> list[Effect]:
         event = summary.event
-        self.peer_vv[event] = dict(summary.vv)
-        self.sent_vv[event] = dict(summary.vv)  # resend anything lost on the way
-        self.in_flight[event] = 0
+        self._record(event, summary.vv)
+        # A summary only ever raises what we know the peer holds: a replayed
+        # or late one must not make us resend (lost batches are resent by the
+        # retransmission timer in tick()).
+        self.peer_vv[event] = _vmax(self.peer_vv.get(event, {}), summary.vv)
+        self.sent_vv[event] = _vmax(self.sent_vv.get(event, {}), summary.vv)
         effects = self._pump(event, now)
         if summary.reply:
             effects += self._send([Summary(event, self.log.version_vector(event), False)], now)
@@ -369,12 +405,37 @@ class Session:
 
     def _on_ack(self, ack: Ack, now: float) -> list[Effect]:
         event = ack.event
+        self._record(event, ack.vv)
         self.peer_vv[event] = _vmax(self.peer_vv.get(event, {}), ack.vv)
         self.sent_vv[event] = _vmax(self.sent_vv.get(event, {}), ack.vv)
         self.in_flight[event] = max(0, self.in_flight.get(event, 0) - 1)
+        self._progress[event] = now
         effects = self._pump(event, now)
         self._update_status(now)
         return effects
+
+    def _record(self, event: str, vv: Mapping[str, int]) -> None:
+        if self.status.peer is not None:
+            self.log.record_ack(self.status.peer, event, vv)
+
+    def _on_snapshot_part(self, part: SnapshotPart, now: float) -> list[Effect]:
+        event = part.event
+        if part.offset == 0:
+            if part.total > self.config.max_snapshot:
+                raise RemoteProtocolError("snapshot larger than the limit", code="too_big")
+            self._snapshots[event] = (bytearray(), part.heads, part.total)
+        buf, heads, total = self._snapshots.get(event, (bytearray(), (), -1))
+        if part.offset != len(buf) or part.total != total:
+            raise RemoteProtocolError("snapshot parts out of order", code="malformed")
+        buf += part.data
+        if len(buf) < total:
+            return []
+        del self._snapshots[event]
+        assert self.status.peer is not None  # OPEN implies a Hello was received
+        advanced = self.log.install_snapshot(event, bytes(buf), heads, self.status.peer)
+        effects: list[Effect] = [Applied(event, 0)] if advanced else []
+        vv = self.log.version_vector(event)
+        return effects + self._send([Ack(event, vv), Summary(event, vv, True)], now)
 
     # -- sending -------------------------------------------------------------
 
@@ -383,15 +444,81 @@ class Session:
         effects: list[Effect] = []
         while self.in_flight.get(event, 0) < self.config.window:
             base = self.sent_vv.setdefault(event, {})
-            segments = self.log.segments_since(event, base, self._budget())
+            try:
+                segments = self.log.segments_since(event, base, self._budget())
+            except BehindHorizonError:
+                effects += self._send_snapshot(event, now)
+                break
             if not segments:
                 break
-            self.in_flight[event] = self.in_flight.get(event, 0) + 1
+            if not self.in_flight.get(event):
+                self._progress[event] = now
             for seg in segments:
                 base[seg.head.device] = max(base.get(seg.head.device, 0), seg.head.seq)
                 self.status.entries_sent += len(seg.entries)
-            effects += self._send([Segments(event, tuple(segments))], now)
+            for group in self._frames(segments):
+                if group is None:
+                    return effects + self._fail(
+                        "too_big", "an entry is larger than the frame limit", now
+                    )
+                self.in_flight[event] = self.in_flight.get(event, 0) + 1
+                effects += self._send([Segments(event, tuple(group))], now)
         return effects
+
+    def _frames(self, segments: list[Segment]) -> list[list[Segment] | None]:
+        """Group segments into messages that fit a frame (relayed segments
+        travel whole, so a batch can exceed the byte budget). Uses an upper
+        bound of the encoded size: update + 16 bytes per entry, 300 per
+        segment, 200 per message. ``None`` marks a segment that fits no frame."""
+        limit = self.config.max_frame - 200
+        groups: list[list[Segment] | None] = []
+        current: list[Segment] = []
+        size = 0
+        for seg in segments:
+            need = 300 + sum(len(e.update) + 16 for e in seg.entries)
+            if need > limit:
+                return [*groups, current, None] if current else [*groups, None]
+            if current and size + need > limit:
+                groups.append(current)
+                current, size = [], 0
+            current.append(seg)
+            size += need
+        return [*groups, current] if current else groups
+
+    def _retransmit(self, now: float) -> list[Effect]:
+        """Batches unacknowledged for ``ack_timeout`` were lost (only an
+        unreliable transport loses them): resend from what the peer has."""
+        effects: list[Effect] = []
+        for event, n in list(self.in_flight.items()):
+            if n and now - self._progress.get(event, now) >= self.config.ack_timeout:
+                self.in_flight[event] = 0
+                self.sent_vv[event] = dict(self.peer_vv.get(event, {}))
+                self._progress[event] = now
+                effects += self._pump(event, now)
+        return effects
+
+    def _send_snapshot(self, event: str, now: float) -> list[Effect]:
+        """The peer lacks folded entries: send the snapshot, then carry on
+        from the horizon once it acknowledges."""
+        state, heads = self.log.snapshot_for(event)
+        step = self._budget()
+        parts: list[Message] = []
+        for offset in range(0, max(len(state), 1), step):
+            first = offset == 0
+            parts.append(
+                SnapshotPart(
+                    event,
+                    offset,
+                    len(state),
+                    state[offset : offset + step],
+                    tuple(heads) if first else (),
+                )
+            )
+        base = self.sent_vv.setdefault(event, {})
+        for head in heads:
+            base[head.device] = max(base.get(head.device, 0), head.seq)
+        self.in_flight[event] = self.in_flight.get(event, 0) + 1
+        return self._send(parts, now)
 
     def _budget(self) -> int:
         return min(self.config.batch_bytes, self.config.max_frame // 2)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import msgpack
+
 from .chain import ZERO_HASH, Head, entry_hash
-from .errors import StoreError
+from .errors import BehindHorizonError, StoreError
 from .model import LogEntry
 
 DB_FILE = "headcount.db"
@@ -77,6 +79,23 @@ MIGRATIONS: list[str] = [
         device TEXT NOT NULL,
         seq INTEGER NOT NULL,
         detected_ms INTEGER NOT NULL,
+        PRIMARY KEY (event, device)
+    ) WITHOUT ROWID;
+    """,
+    # 3: compaction: what peers acknowledged, and what was folded into snapshots
+    """
+    CREATE TABLE peer_acks (
+        peer TEXT NOT NULL,
+        event TEXT NOT NULL,
+        vv BLOB NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (peer, event)
+    ) WITHOUT ROWID;
+    CREATE TABLE horizons (
+        event TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
         PRIMARY KEY (event, device)
     ) WITHOUT ROWID;
     """,
@@ -263,6 +282,8 @@ class Store:
             "SELECT device, max(seq) FROM log WHERE event=? GROUP BY device", (event,)
         )
         vv = {d: s for d, s in rows}
+        for device, (seq, _) in self.horizon(event).items():
+            vv[device] = max(vv.get(device, 0), seq)
         for e in self._buffer:
             if e.event == event:
                 vv[e.device] = max(vv.get(e.device, 0), e.seq)
@@ -272,10 +293,15 @@ class Store:
         """Every logged entry of ``event`` that ``vv`` does not cover, in log order."""
         self.flush()
         out: list[tuple[int, LogEntry]] = []
+        folded = self.horizon(event)
         for device, high in self.version_vector(event).items():
             have = int(vv.get(device, 0))
             if have >= high:
                 continue
+            if have < folded.get(device, (0, b""))[0]:
+                raise BehindHorizonError(
+                    f"entries of {device} up to {folded[device][0]} were folded into a snapshot"
+                )
             rows = self.db.execute(
                 "SELECT id, seq, hlc, upd, prev FROM log WHERE event=? AND device=? AND seq>? "
                 "ORDER BY seq",
@@ -338,6 +364,9 @@ class Store:
         for e in self._buffer:
             if (e.event, e.device, e.seq) == (event, device, seq):
                 return entry_hash(e)
+        anchor = self.horizon(event).get(device)
+        if anchor is not None and anchor[0] == seq:
+            return anchor[1]
         for table in ("log", "pending"):
             row = self.db.execute(
                 f"SELECT hash FROM {table} WHERE event=? AND device=? AND seq=?",
@@ -397,6 +426,60 @@ class Store:
     def quarantined(self, event: str) -> set[str]:
         rows = self.db.execute("SELECT device FROM quarantine WHERE event=?", (event,))
         return {r[0] for r in rows}
+
+    # -- compaction ---------------------------------------------------------
+
+    def record_ack(self, peer: str, event: str, vv: Mapping[str, int], now_ms: int) -> None:
+        """Remember what ``peer`` told us it holds (the input of compaction)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO peer_acks(peer, event, vv, at_ms) VALUES (?, ?, ?, ?)",
+                (peer, event, msgpack.packb(dict(vv)), now_ms),
+            )
+
+    def acks(self, event: str) -> dict[str, dict[str, int]]:
+        rows = self.db.execute("SELECT peer, vv FROM peer_acks WHERE event=?", (event,))
+        return {peer: msgpack.unpackb(vv) for peer, vv in rows}
+
+    def devices(self) -> dict[str, str]:
+        """Every known device and its role."""
+        return dict(self.db.execute("SELECT device, role FROM devices").fetchall())
+
+    def horizon(self, event: str) -> dict[str, tuple[int, bytes]]:
+        """Per device, the sequence number up to which entries were folded, and its hash."""
+        rows = self.db.execute("SELECT device, seq, hash FROM horizons WHERE event=?", (event,))
+        return {d: (s, bytes(h)) for d, s, h in rows}
+
+    def fold(
+        self, event: str, anchors: Mapping[str, tuple[int, bytes]], state: bytes, created_ms: int
+    ) -> int:
+        """Snapshot ``state`` (covering the whole log) and delete the entries
+        at or below ``anchors``, atomically. Returns the entries deleted."""
+        self.flush()
+        upto = self.last_log_id(event)
+        deleted = 0
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO snapshots(event, upto, state, sha256, created_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (event, upto, state, hashlib.sha256(state).digest(), created_ms),
+            )
+            for device, (seq, digest) in anchors.items():
+                self.db.execute(
+                    "INSERT INTO horizons(event, device, seq, hash) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(event, device) DO UPDATE SET seq=excluded.seq, hash=excluded.hash "
+                    "WHERE excluded.seq > horizons.seq",
+                    (event, device, seq, digest),
+                )
+                cur = self.db.execute(
+                    "DELETE FROM log WHERE event=? AND device=? AND seq<=?", (event, device, seq)
+                )
+                deleted += cur.rowcount
+                self.db.execute(
+                    "DELETE FROM pending WHERE event=? AND device=? AND seq<=?",
+                    (event, device, seq),
+                )
+        return deleted
 
     def close(self) -> None:
         try:

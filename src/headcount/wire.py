@@ -28,6 +28,7 @@ from .model import LogEntry
 
 WIRE_VERSION = 1
 DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB
+MAX_ENTRIES_PER_MESSAGE = 50_000  # checked before any entry is hashed
 _LEN = struct.Struct(">I")
 
 
@@ -83,8 +84,30 @@ class Goodbye:
     message: str
 
 
-Message = Hello | Summary | Segments | Ack | Ping | Pong | Goodbye
-_TYPES: dict[type, int] = {Hello: 1, Summary: 2, Segments: 3, Ack: 4, Ping: 5, Pong: 6, Goodbye: 7}
+@dataclass(frozen=True, slots=True)
+class SnapshotPart:
+    """A piece of an event's snapshot, for a peer behind the compaction
+    horizon. Parts arrive in order; the first carries the origins' signed
+    heads at the horizon."""
+
+    event: str
+    offset: int
+    total: int
+    data: bytes
+    heads: tuple[Head, ...]
+
+
+Message = Hello | Summary | Segments | Ack | Ping | Pong | Goodbye | SnapshotPart
+_TYPES: dict[type, int] = {
+    Hello: 1,
+    Summary: 2,
+    Segments: 3,
+    Ack: 4,
+    Ping: 5,
+    Pong: 6,
+    Goodbye: 7,
+    SnapshotPart: 8,
+}
 
 
 # -- encoding -------------------------------------------------------------------
@@ -118,6 +141,9 @@ def _fields(m: Message) -> list[Any]:
         return [m.event, dict(m.vv)]
     if isinstance(m, Ping | Pong):
         return [m.nonce]
+    if isinstance(m, SnapshotPart):
+        heads = [[h.device, h.seq, h.hash, h.sig] for h in m.heads]
+        return [m.event, m.offset, m.total, m.data, heads]
     return [m.code, m.message]
 
 
@@ -199,9 +225,11 @@ def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
     if not isinstance(raw, list) or len(raw) < 2:
         raise _malformed("a frame must be [version, type, ...]")
     version, kind, *fields = raw
-    if version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:
         raise RemoteProtocolError(f"unsupported wire version {version!r}", code="version")
     try:
+        if type(kind) is not int:
+            raise KeyError(kind)
         return _BUILDERS[kind](fields)
     except KeyError:
         raise RemoteProtocolError(f"unknown message type {kind!r}", code="malformed") from None
@@ -265,6 +293,13 @@ def _segments(f: list[Any]) -> Segments:
     event = _str(event)
     if not isinstance(raw_segments, list):
         raise ValueError("segments must be a list")
+    total = sum(
+        len(s[5])
+        for s in raw_segments
+        if isinstance(s, list) and len(s) == 6 and isinstance(s[5], list)
+    )
+    if total > MAX_ENTRIES_PER_MESSAGE:
+        raise ValueError(f"more than {MAX_ENTRIES_PER_MESSAGE} entries in one message")
     return Segments(event, tuple(_decode_segment(event, s) for s in raw_segments))
 
 
@@ -301,6 +336,25 @@ def _goodbye(f: list[Any]) -> Goodbye:
     return Goodbye(_str(code, 64), message)
 
 
+def _snapshot_part(f: list[Any]) -> SnapshotPart:
+    event, offset, total, data, raw_heads = _expect(f, 5)
+    event = _str(event)
+    if not isinstance(raw_heads, list):
+        raise ValueError("heads must be a list")
+    heads = []
+    for raw in raw_heads:
+        if not isinstance(raw, list):
+            raise ValueError("a head must be a list")
+        device, seq, digest, sig = _expect(raw, 4)
+        heads.append(
+            Head(event, _str(device), _int(seq), _bytes(digest, HASH_SIZE), _bytes(sig, 64))
+        )
+    part = SnapshotPart(event, _int(offset), _int(total), _bytes(data), tuple(heads))
+    if part.offset + len(part.data) > part.total:
+        raise ValueError("snapshot part beyond its total")
+    return part
+
+
 _BUILDERS = {
     1: _hello,
     2: _summary,
@@ -309,4 +363,5 @@ _BUILDERS = {
     5: lambda f: Ping(_int(_expect(f, 1)[0])),
     6: lambda f: Pong(_int(_expect(f, 1)[0])),
     7: _goodbye,
+    8: _snapshot_part,
 }
