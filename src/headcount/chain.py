@@ -36,6 +36,13 @@ _HEAD_DOMAIN = b"headcount/head/v1\x00"
 
 def entry_hash(entry: LogEntry) -> bytes:
     """SHA-256 over the entry's header (length-prefixed by msgpack) and update."""
+    if entry.digest:
+        return entry.digest
+    return compute_hash(entry)
+
+
+def compute_hash(entry: LogEntry) -> bytes:
+    """:func:`entry_hash` ignoring any digest the entry carries."""
     h = hashlib.sha256(
         msgpack.packb([_ENTRY_TAG, entry.event, entry.device, entry.seq, entry.hlc, entry.prev])
     )
@@ -59,6 +66,13 @@ class Head:
 
 def head_message(event: str, device: str, seq: int, digest: bytes) -> bytes:
     return _HEAD_DOMAIN + msgpack.packb([event, device, seq, digest])
+
+
+def with_digest(entry: LogEntry) -> LogEntry:
+    """Cache the entry's hash on it (a fresh entry our code just built)."""
+    if not entry.digest:
+        object.__setattr__(entry, "digest", compute_hash(entry))
+    return entry
 
 
 def sign_head(key: Ed25519PrivateKey, event: str, device: str, seq: int, digest: bytes) -> Head:

@@ -27,7 +27,7 @@ from typing import Any
 from pycrdt import Array, ArrayEvent, Doc, TransactionEvent, get_update
 
 from . import registers as R
-from .chain import ZERO_HASH, entry_hash
+from .chain import ZERO_HASH, with_digest
 from .errors import RemoteProtocolError
 from .hlc import HybridClock
 from .model import LogEntry, Method, Scan, ScanKind
@@ -283,8 +283,8 @@ class EventDoc:
         if update is None:  # the body wrote nothing; no entry, no seq used
             raise AssertionError("transaction produced no update")
         self.next_seq = seq + 1
-        entry = LogEntry(self.event, self.device, seq, hlc, update, self.last_hash)
-        self.last_hash = entry_hash(entry)
+        entry = with_digest(LogEntry(self.event, self.device, seq, hlc, update, self.last_hash))
+        self.last_hash = entry.digest
         return entry
 
     def write_register(

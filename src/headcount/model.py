@@ -43,6 +43,10 @@ class LogEntry:
     update: bytes
     prev: bytes = b"\x00" * 32
     """The hash of this device's previous entry of the event (zeros for seq 1)."""
+    digest: bytes = field(default=b"", init=False, compare=False, repr=False)
+    """This entry's own hash, cached when our code computed it from the
+    content (never taken from a peer: the wire format does not carry it).
+    Not an init field, so ``dataclasses.replace`` never carries a stale one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from .chain import HASH_SIZE, Head, Segment, entry_hash
+from .chain import HASH_SIZE, Head, Segment, with_digest
 from .errors import LocalProtocolError, RemoteProtocolError
 from .model import LogEntry
 
@@ -318,9 +318,9 @@ def _decode_segment(event: str, raw: Any) -> Segment:
         if not isinstance(item, list):
             raise ValueError("an entry must be [hlc, update]")
         hlc, update = _expect(item, 2)
-        entry = LogEntry(event, device, first + i, _int(hlc), _bytes(update), prev)
+        entry = with_digest(LogEntry(event, device, first + i, _int(hlc), _bytes(update), prev))
         entries.append(entry)
-        prev = entry_hash(entry)
+        prev = entry.digest
     return Segment(tuple(entries), head)
 
 
