@@ -76,3 +76,22 @@ def test_idle_peer_times_out_and_keepalive_pings():
     assert effects and s.state is State.OPEN
     effects = s.tick(12.0)  # nothing heard for 12 s
     assert s.state is State.CLOSED and s.status.status is SyncStatus.FAILED
+
+
+def test_lost_batches_are_resent_after_the_ack_timeout():
+    a, b = make_devices(2)
+    _fill(a, 20)
+    config = SessionConfig(batch_bytes=500, window=1, ack_timeout=3.0)
+    pair = ConnectionPair(a, b, config)
+    # Drop everything a sends after the handshake settles once: simulate a lost batch.
+    pair.run()
+    _fill(a, 5, start=100)
+    sender = pair.sides[0].session
+    lost = sender.local_entries(EV, 0.0)
+    assert lost and sender.in_flight[EV] == 1  # never delivered
+    assert b.version_vector(EV)[a.device_id] == 20
+    assert sender.next_deadline() <= 3.0
+    pair._effects(0, sender.tick(3.0))  # the retransmission timer fires
+    pair.run()
+    assert b.version_vector(EV)[a.device_id] == 25
+    assert sender.status.retries == 1

@@ -202,6 +202,8 @@ class PeerStatus:
     bytes_sent: int = 0
     bytes_received: int = 0
     messages_sent: int = 0
+    retries: int = 0
+    """Batches sent again because they were not acknowledged in time."""
     error: str | None = None
 
 
@@ -491,6 +493,7 @@ class Session:
         effects: list[Effect] = []
         for event, n in list(self.in_flight.items()):
             if n and now - self._progress.get(event, now) >= self.config.ack_timeout:
+                self.status.retries += n
                 self.in_flight[event] = 0
                 self.sent_vv[event] = dict(self.peer_vv.get(event, {}))
                 self._progress[event] = now
