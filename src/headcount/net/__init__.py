@@ -1,0 +1,1 @@
+"""Drivers that carry the sans-IO session over real transports (asyncio)."""
