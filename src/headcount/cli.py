@@ -21,8 +21,10 @@ from . import __version__
 from .errors import HeadcountError, InputError
 from .hlc import DEFAULT_FUTURE_TOLERANCE_MS
 from .identity import Role, default_data_dir
+from .pki_cli import register as register_pki
 from .replica import Replica
 from .schema import load_schema_file
+from .sim.cli import register as register_sim
 
 Handler = Callable[[argparse.Namespace], Any]
 TOLERANCE_ENV = "HEADCOUNT_FUTURE_TOLERANCE"
@@ -197,9 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--value", help="write this value instead (JSON, or a plain string)")
     how.add_argument("--delete", action="store_true", help="modified-deleted: keep it deleted")
     how.add_argument("--restore", action="store_true", help="modified-deleted: restore it")
-    from .sim.cli import register as register_sim  # the simulator registers its own command
-
-    register_sim(sub, cmd)
+    register_sim(sub, cmd)  # headcount sim ...
+    register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
     return parser
 
 
