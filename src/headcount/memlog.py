@@ -155,6 +155,12 @@ class MemLog:
     def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
         self.acks[(peer, event)] = dict(vv)
 
+    def certificates(self) -> list[bytes]:
+        return []  # the directory is given at construction
+
+    def learn_certificates(self, certs: Sequence[bytes]) -> int:
+        return 0
+
     def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
         raise LocalProtocolError("an in-memory log never compacts")
 

@@ -25,7 +25,7 @@ from .chain import (
     sign_head,
     verify_segment,
 )
-from .errors import BehindHorizonError, RemoteProtocolError, StoreError
+from .errors import BehindHorizonError, HeadcountError, RemoteProtocolError, StoreError
 from .model import LogEntry
 from .replica import Replica
 from .session import IngestResult
@@ -36,10 +36,20 @@ READ_CHUNK = 2000  # own entries read per query while cutting a batch
 class ReplicaLog:
     """The LogView of a replica (see :class:`~headcount.session.LogView`)."""
 
-    def __init__(self, replica: Replica, verify: Verifier = ed25519_verify) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        verify: Verifier = ed25519_verify,
+        vouch: Callable[[bytes], tuple[str, bytes, str]] | None = None,
+    ) -> None:
+        """``vouch(der) -> (device_id, public_key_raw, role)`` checks a
+        certificate a peer shares against the organisation (raising
+        HeadcountError if it does not verify); without it shared
+        certificates are ignored."""
         self.replica = replica
         self.store = replica.store
         self.verify = verify
+        self.vouch = vouch
 
     @property
     def device_id(self) -> str:
@@ -104,6 +114,26 @@ class ReplicaLog:
             )
             self.store.add_heads([head])
         return Segment(tuple(entries), head)
+
+    # -- directory --------------------------------------------------------------
+
+    def certificates(self) -> list[bytes]:
+        return self.store.certificates()
+
+    def learn_certificates(self, certs: Sequence[bytes]) -> int:
+        if self.vouch is None or self.replica.read_only:
+            return 0
+        known = self.store.devices()
+        learnt = 0
+        for der in certs:
+            try:
+                device, key, role = self.vouch(der)
+            except HeadcountError:
+                continue  # expired, revoked, another organisation's...: not trusted
+            if device not in known:
+                self.replica.trust(device, key, role, der)
+                learnt += 1
+        return learnt
 
     # -- compaction -----------------------------------------------------------
 

@@ -165,8 +165,12 @@ class Replica:
     def role(self) -> Role:
         return self.identity.role
 
-    def trust(self, device_id: str, public_key: bytes, role: Role | str) -> None:
+    def trust(
+        self, device_id: str, public_key: bytes, role: Role | str, cert: bytes | None = None
+    ) -> None:
         """Add a device to this replica's directory: its entries will verify.
+        ``cert`` (DER) is the certificate that vouched for it, passed on to
+        peers so that they can verify entries relayed from it.
 
         Raises:
             InputError: malformed id, key or role.
@@ -179,7 +183,7 @@ class Replica:
             role = Role(role)
         except ValueError:
             raise InputError(f"unknown role {role!r}") from None
-        self.store.trust(device_id, public_key, role.value, self.wall_clock())
+        self.store.trust(device_id, public_key, role.value, self.wall_clock(), cert)
 
     # -- events -----------------------------------------------------------
 

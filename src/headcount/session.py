@@ -37,6 +37,7 @@ from .errors import BehindHorizonError, LocalProtocolError, RemoteProtocolError
 from .wire import (
     DEFAULT_MAX_FRAME,
     Ack,
+    Directory,
     FrameDecoder,
     Goodbye,
     Hello,
@@ -91,6 +92,15 @@ class LogView(Protocol):
 
     def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
         """The peer says it holds ``vv`` (input to compaction)."""
+        ...
+
+    def certificates(self) -> list[bytes]:
+        """Certificates (DER) of the devices this log trusts, to share."""
+        ...
+
+    def learn_certificates(self, certs: Sequence[bytes]) -> int:
+        """Trust the devices these certificates vouch for, if they verify;
+        returns how many were new. Bad certificates are ignored."""
         ...
 
     def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
@@ -166,7 +176,7 @@ class SyncStatus(StrEnum):
 _ALLOWED: dict[State, frozenset[type]] = {
     State.IDLE: frozenset(),
     State.HANDSHAKE: frozenset({Hello, Goodbye}),
-    State.OPEN: frozenset({Summary, Segments, Ack, Ping, Pong, Goodbye, SnapshotPart}),
+    State.OPEN: frozenset({Summary, Segments, Ack, Ping, Pong, Goodbye, SnapshotPart, Directory}),
     State.CLOSED: frozenset(),
 }
 _NEXT: dict[tuple[State, type], State] = {
@@ -357,6 +367,9 @@ class Session:
             return self._on_ack(message, now)
         if isinstance(message, SnapshotPart):
             return self._on_snapshot_part(message, now)
+        if isinstance(message, Directory):
+            self.log.learn_certificates(message.certs)
+            return []
         if isinstance(message, Ping):
             return self._send([Pong(message.nonce)], now)
         if isinstance(message, Goodbye):
@@ -377,6 +390,9 @@ class Session:
         self.status.peer = hello.device
         events = sorted(set(self.log.events()) | set(hello.events))
         summaries: list[Message] = [Summary(e, self.log.version_vector(e), True) for e in events]
+        certs = self.log.certificates()
+        if certs:  # before any segment: the peer may need them to verify relayed entries
+            summaries.insert(0, Directory(tuple(certs)))
         return [PeerIdentified(hello.device), *self._send(summaries, now)]
 
     def _on_summary(self, summary: Summary, now: float) -> list[Effect]:

@@ -99,6 +99,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (event, device)
     ) WITHOUT ROWID;
     """,
+    # 4: the certificate that vouched for each known device (relayed to peers)
+    """
+    ALTER TABLE devices ADD COLUMN cert BLOB;
+    """,
 ]
 
 
@@ -401,15 +405,23 @@ class Store:
         ).fetchone()
         return None if row is None else Head(event, device, row[0], bytes(row[1]), bytes(row[2]))
 
-    def trust(self, device: str, public_key: bytes, role: str, now_ms: int) -> None:
-        """Record a device's public key (the directory used to verify heads)."""
+    def trust(
+        self, device: str, public_key: bytes, role: str, now_ms: int, cert: bytes | None = None
+    ) -> None:
+        """Record a device's public key (the directory used to verify heads),
+        and the certificate that vouched for it, if any."""
         with self.transaction():
             self.db.execute(
-                "INSERT INTO devices(device, public_key, role, added_ms) VALUES (?, ?, ?, ?) "
+                "INSERT INTO devices(device, public_key, role, added_ms, cert) "
+                "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(device) DO UPDATE SET public_key=excluded.public_key, "
-                "role=excluded.role",
-                (device, public_key, role, now_ms),
+                "role=excluded.role, cert=coalesce(excluded.cert, devices.cert)",
+                (device, public_key, role, now_ms, cert),
             )
+
+    def certificates(self) -> list[bytes]:
+        rows = self.db.execute("SELECT cert FROM devices WHERE cert IS NOT NULL ORDER BY device")
+        return [bytes(r[0]) for r in rows]
 
     def public_key(self, device: str) -> bytes | None:
         row = self.db.execute("SELECT public_key FROM devices WHERE device=?", (device,)).fetchone()

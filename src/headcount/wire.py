@@ -97,7 +97,15 @@ class SnapshotPart:
     heads: tuple[Head, ...]
 
 
-Message = Hello | Summary | Segments | Ack | Ping | Pong | Goodbye | SnapshotPart
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """Certificates of devices the sender trusts (DER), so that the receiver
+    can verify entries relayed from devices it never met."""
+
+    certs: tuple[bytes, ...]
+
+
+Message = Hello | Summary | Segments | Ack | Ping | Pong | Goodbye | SnapshotPart | Directory
 _TYPES: dict[type, int] = {
     Hello: 1,
     Summary: 2,
@@ -107,6 +115,7 @@ _TYPES: dict[type, int] = {
     Pong: 6,
     Goodbye: 7,
     SnapshotPart: 8,
+    Directory: 9,
 }
 
 
@@ -141,6 +150,8 @@ def _fields(m: Message) -> list[Any]:
         return [m.event, dict(m.vv)]
     if isinstance(m, Ping | Pong):
         return [m.nonce]
+    if isinstance(m, Directory):
+        return [list(m.certs)]
     if isinstance(m, SnapshotPart):
         heads = [[h.device, h.seq, h.hash, h.sig] for h in m.heads]
         return [m.event, m.offset, m.total, m.data, heads]
@@ -355,6 +366,13 @@ def _snapshot_part(f: list[Any]) -> SnapshotPart:
     return part
 
 
+def _directory(f: list[Any]) -> Directory:
+    (certs,) = _expect(f, 1)
+    if not isinstance(certs, list) or len(certs) > 10_000:
+        raise ValueError("certs must be a list of at most 10000")
+    return Directory(tuple(_bytes(c) for c in certs if len(_bytes(c)) <= 16_384))
+
+
 _BUILDERS = {
     1: _hello,
     2: _summary,
@@ -364,4 +382,5 @@ _BUILDERS = {
     6: lambda f: Pong(_int(_expect(f, 1)[0])),
     7: _goodbye,
     8: _snapshot_part,
+    9: _directory,
 }

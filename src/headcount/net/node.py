@@ -1,0 +1,284 @@
+"""A node: one replica serving and dialling peers over mutual TLS.
+
+The node accepts TLS 1.3 connections and dials known addresses; after each
+handshake it checks the peer's certificate against the organisation
+(:func:`~headcount.pki_verify.verify_peer_certificate`), adds the peer's key to
+the replica's directory, and runs a :class:`~headcount.session.Session` over
+the connection (:class:`~headcount.net.stream.StreamPeer`). Entries applied
+from one peer are pushed on to the others at once; every ``gossip_interval``
+a few random peers get an anti-entropy summary; failing addresses are retried
+with exponential backoff and jitter, and :meth:`Node.retry_now` skips the
+wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from ..errors import HeadcountError
+from ..peerlog import ReplicaLog
+from ..pki_revocation import RevocationList
+from ..pki_verify import PeerIdentity, verify_peer_certificate
+from ..replica import Replica
+from ..session import Applied, Effect, PeerIdentified, Session, SessionConfig
+from .stream import StreamPeer
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    gossip_interval: float = 5.0
+    fanout: int = 2
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_connections: int = 256
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+
+@dataclass(slots=True)
+class Link:
+    """One connection and what we know about it."""
+
+    peer: StreamPeer
+    outbound: bool
+    address: tuple[str, int] | None
+    identity: PeerIdentity | None = None
+
+
+@dataclass(slots=True)
+class Dialer:
+    """A known address: connection attempts, failures, next try."""
+
+    address: tuple[str, int]
+    failures: int = 0
+    last_error: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Node:
+    """Args:
+    replica: the local replica (opened for writing).
+    server_ctx / client_ctx: TLS contexts (``pki_device.ssl_context``).
+    org_ca: the organisation CA certificate.
+    revocations: a callable returning the current revocation list.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        config: NodeConfig,
+        server_ctx: ssl.SSLContext,
+        client_ctx: ssl.SSLContext,
+        org_ca: x509.Certificate,
+        revocations: Callable[[], RevocationList | None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.replica = replica
+        self.log = ReplicaLog(replica, vouch=self._vouch)
+        self.config = config
+        self.server_ctx = server_ctx
+        self.client_ctx = client_ctx
+        self.org_ca = org_ca
+        self.revocations = revocations
+        self.rng = rng or random.Random()
+        self.links: list[Link] = []
+        self.dialers: dict[tuple[str, int], Dialer] = {}
+        self.rejected: list[tuple[str, str]] = []  # (address, reason) of refused peers
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.config.listen_host,
+            self.config.listen_port,
+            ssl=self.server_ctx,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        for address in self.config.peers:
+            self.add_peer(*address)
+        self._spawn(self._gossip())
+
+    async def stop(self) -> None:
+        """Close every session cleanly and stop serving."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for link in list(self.links):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(link.peer.close(), 2.0)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def add_peer(self, host: str, port: int) -> None:
+        """Keep a connection to ``host:port`` (static peer or discovered)."""
+        if (host, port) not in self.dialers and not self._stopping:
+            dialer = self.dialers[(host, port)] = Dialer((host, port))
+            self._spawn(self._maintain(dialer))
+
+    def retry_now(self) -> None:
+        """Manual retry: every failing address is tried again at once."""
+        for dialer in self.dialers.values():
+            dialer.wake.set()
+
+    def local_write(self, event: str) -> None:
+        """Call after a local write: push it to every connected peer."""
+        for link in list(self.links):
+            self._spawn(link.peer.notify(event))
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for link in self.links:
+            s = link.peer.session.status
+            out.append(
+                {
+                    "peer": s.peer,
+                    "address": link.address,
+                    "outbound": link.outbound,
+                    "status": s.status.value,
+                    "pending_entries": s.pending_entries,
+                    "last_sync": s.last_sync,
+                    "retries": s.retries,
+                    "error": s.error,
+                }
+            )
+        for dialer in self.dialers.values():
+            if dialer.failures:
+                out.append(
+                    {
+                        "address": dialer.address,
+                        "status": "failed",
+                        "failures": dialer.failures,
+                        "error": dialer.last_error,
+                    }
+                )
+        return out
+
+    # -- connections --------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.links) >= self.config.max_connections:
+            writer.close()
+            return
+        await self._run_link(reader, writer, outbound=False, address=None)
+
+    async def _maintain(self, dialer: Dialer) -> None:
+        while not self._stopping:
+            host, port = dialer.address
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, ssl=self.client_ctx, server_hostname=""),
+                    HANDSHAKE_TIMEOUT,
+                )
+                synced = await self._run_link(reader, writer, outbound=True, address=dialer.address)
+                dialer.failures = 0 if synced else dialer.failures + 1
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                dialer.failures += 1
+                dialer.last_error = f"{type(exc).__name__}: {exc}"
+            if self._stopping:
+                break
+            delay = min(self.config.backoff_max, self.config.backoff_base * 2**dialer.failures)
+            delay *= self.rng.uniform(0.5, 1.5)  # jitter: do not retry in lockstep
+            dialer.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dialer.wake.wait(), delay)
+
+    async def _run_link(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        outbound: bool,
+        address: tuple[str, int] | None,
+    ) -> bool:
+        """Authenticate the peer, then run the session; True if it reached sync."""
+        try:
+            identity = self._authenticate(writer)
+        except HeadcountError as exc:
+            self.rejected.append((str(writer.get_extra_info("peername")), exc.code))
+            writer.close()
+            return False
+        session = Session(
+            self.log, time.monotonic(), self.config.session, expect_peer=identity.device_id
+        )
+        link = Link(
+            StreamPeer(session, reader, writer, self._on_effect), outbound, address, identity
+        )
+        self.links.append(link)
+        try:
+            await link.peer.run()
+        finally:
+            self.links.remove(link)
+        return session.status.last_sync is not None
+
+    def _authenticate(self, writer: asyncio.StreamWriter) -> PeerIdentity:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        identity = verify_peer_certificate(
+            der, self.org_ca, int(time.time() * 1000), self.revocations()
+        )
+        if identity.device_id == self.replica.device_id:
+            raise HeadcountError("connected to ourselves", code="self")
+        self.replica.trust(identity.device_id, identity.public_key_raw, identity.role, der)
+        return identity
+
+    def _vouch(self, der: bytes) -> tuple[str, bytes, str]:
+        """A certificate a peer shared: trusted only if our organisation issued it."""
+        peer = verify_peer_certificate(
+            der, self.org_ca, int(time.time() * 1000), self.revocations()
+        )
+        return peer.device_id, peer.public_key_raw, peer.role.value
+
+    # -- effects and gossip ---------------------------------------------------
+
+    def _on_effect(self, source: StreamPeer, effect: Effect) -> None:
+        if isinstance(effect, Applied):
+            for link in list(self.links):  # forward at once (relays, multi-hop LANs)
+                if link.peer is not source:
+                    self._spawn(link.peer.notify(effect.event))
+        elif isinstance(effect, PeerIdentified):
+            self._drop_duplicate(source, effect.device)
+
+    def _drop_duplicate(self, source: StreamPeer, device: str) -> None:
+        """Two connections to one peer (both dialled): keep the one dialled by
+        the smaller device id, the same choice on both sides."""
+        same = [link for link in self.links if link.peer.session.status.peer == device]
+        if len(same) < 2:
+            return
+        mine_smaller = self.replica.device_id < device
+        for link in same:
+            if link.outbound != mine_smaller:
+                self._spawn(link.peer.close())
+
+    async def _gossip(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.config.gossip_interval)
+            links = list(self.links)
+            for link in self.rng.sample(links, min(self.config.fanout, len(links))):
+                self._spawn(link.peer.anti_entropy())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,111 @@
+"""Nodes over mutual TLS on 127.0.0.1: enrolment, forwarding, rejection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from headcount import Replica, Role
+from headcount.net.node import Node, NodeConfig
+from headcount.pki import enroll, init_org
+from headcount.pki_device import install_certificate, load_device_certificate, ssl_context
+from headcount.session import Applied
+
+EV = "ev"
+
+
+def _device(tmp: Path, org, name: str, role: Role, clock) -> Replica:
+    Replica.init(tmp / name, role=role, name=name)
+    replica = Replica.open(tmp / name, wall_clock=clock)
+    cert = enroll(org, replica.identity.public_key_raw, replica.device_id, role, ["*"])
+    install_certificate(
+        tmp / name,
+        cert.public_bytes(serialization.Encoding.PEM),
+        org.certificate_pem,
+    )
+    return replica
+
+
+def _node(replica: Replica, peers: list[tuple[str, int]]) -> Node:
+    _, ca = load_device_certificate(replica.data_dir)
+    config = NodeConfig(peers=peers, gossip_interval=0.2, backoff_base=0.05, backoff_max=0.5)
+    return Node(
+        replica,
+        config,
+        ssl_context(replica.data_dir, server_side=True),
+        ssl_context(replica.data_dir, server_side=False),
+        ca,
+    )
+
+
+def test_a_check_in_crosses_a_line_of_three_nodes_over_tls(tmp_path, clock):
+    org = init_org(tmp_path / "org", "Example Events")
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    north = _device(tmp_path, org, "north", Role.GATE, clock)
+    south = _device(tmp_path, org, "south", Role.GATE, clock)
+    admin.create_event(EV, "Conf")
+    admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(10)])
+
+    async def main():
+        arrived = asyncio.Event()
+        a = _node(admin, [])
+        await a.start()
+        n = _node(north, [("127.0.0.1", a.port)])
+        await n.start()
+        s = _node(south, [("127.0.0.1", n.port)])  # south only knows north
+        await s.start()
+        original = a._on_effect
+
+        def watch(source, effect):
+            original(source, effect)
+            if isinstance(effect, Applied) and south.device_id in admin.version_vector(EV):
+                arrived.set()
+
+        a._on_effect = watch
+        # wait until south has the event (it came from admin through north)
+        for _ in range(200):
+            if EV in south.events() and south.status(EV).participants == 10:
+                break
+            await asyncio.sleep(0.05)
+        south.check_in(EV, "p3")
+        s.local_write(EV)
+        await asyncio.wait_for(arrived.wait(), 10)
+        for node in (s, n, a):
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert admin.event(EV).attendance("p3").check_in is not None
+    assert admin.version_vector(EV) == south.version_vector(EV)
+    for r in (admin, north, south):
+        r.close()
+
+
+def test_a_device_of_another_organisation_is_refused(tmp_path, clock):
+    org = init_org(tmp_path / "org", "Example Events")
+    other = init_org(tmp_path / "other", "Example Events")  # same name, different key
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    intruder = _device(tmp_path, other, "intruder", Role.GATE, clock)
+    admin.create_event(EV, "Conf")
+
+    async def main():
+        a = _node(admin, [])
+        await a.start()
+        i = _node(intruder, [("127.0.0.1", a.port)])
+        await i.start()
+        for _ in range(100):
+            if i.dialers[("127.0.0.1", a.port)].failures >= 2:
+                break
+            await asyncio.sleep(0.05)
+        dialer = i.dialers[("127.0.0.1", a.port)]
+        await i.stop()
+        await a.stop()
+        return dialer
+
+    dialer = asyncio.run(asyncio.wait_for(main(), 30))
+    assert dialer.failures >= 2 and "SSL" in (dialer.last_error or "")
+    assert EV not in intruder.events()
+    assert intruder.device_id not in admin.store.devices()
+    admin.close()
+    intruder.close()
