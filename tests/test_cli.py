@@ -184,6 +184,7 @@ def test_init_creates_a_device(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert status == {
         "device": {"device_id": data["device_id"], "role": "admin", "name": "hq"},
         "events": [],
+        "peers": None,  # no gate daemon running
     }
     text = Cli(capsys, tmp_path / "dev2").ok("init")
     assert text.startswith("created device ") and "(gate)" in text

@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--value", help="write this value instead (JSON, or a plain string)")
     how.add_argument("--delete", action="store_true", help="modified-deleted: keep it deleted")
     how.add_argument("--restore", action="store_true", help="modified-deleted: restore it")
+    p = cmd(sub, "run", _run, "run the gate daemon (sync with peers; Ctrl-C or SIGTERM stops)")
+    p.add_argument("--config", type=Path, help="TOML configuration (see docs/gate.md)")
+    cmd(sub, "retry", _retry, "make a running gate daemon retry failing peers now")
     register_sim(sub, cmd)  # headcount sim ...
     register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
     return parser
@@ -216,6 +219,45 @@ def _usage(parser: argparse.ArgumentParser) -> None:
 
 
 # -- handlers ------------------------------------------------------------------
+
+
+def _daemon(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask the gate daemon of this data directory, if one is running."""
+    from .daemon import CONTROL_SOCKET
+    from .net import control
+
+    return control.request((args.data_dir or default_data_dir()) / CONTROL_SOCKET, payload)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from .daemon import Daemon, load_config
+
+    config = load_config(args.config, args.data_dir)
+    daemon = Daemon(config)
+    ready = asyncio.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(daemon.run(ready))
+        await ready.wait()
+        print(
+            f"headcount gate {daemon.replica.device_id} listening on "
+            f"{config.listen_host}:{daemon.node.port}",
+            flush=True,
+        )
+        await task
+
+    asyncio.run(main())
+
+
+def _retry(args: argparse.Namespace) -> tuple[Any, str]:
+    reply = _daemon(args, {"op": "retry"})
+    if reply is None:
+        raise HeadcountError(
+            "no gate daemon is running for this data directory", code="not_running"
+        )
+    return reply, f"retrying {reply['retried']} peer addresses now"
 
 
 def _open(args: argparse.Namespace, read_only: bool = False) -> Replica:
@@ -321,25 +363,38 @@ def _participants_delete(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _scan(kind: str) -> Handler:
     def handler(args: argparse.Namespace) -> tuple[Any, str]:
-        with _open(args) as r:
-            scan_at = _parse_time(args.at) if args.at else None
-            fn = r.check_in if kind == "in" else r.check_out
-            res = fn(
-                args.event,
-                args.who,
-                gate=args.gate,
-                method=args.method,
-                scan_id=args.key,
-                at_ms=scan_at,
-                allow_unknown=args.allow_unknown,
-            )
-        data = {
-            "recorded": res.recorded,
-            "scan": res.scan.to_dict(),
-            "attendance": res.attendance.to_dict(),
+        scan_at = _parse_time(args.at) if args.at else None
+        options = {
+            "gate": args.gate,
+            "method": args.method,
+            "scan_id": args.key,
+            "at_ms": scan_at,
+            "allow_unknown": args.allow_unknown,
         }
-        verb = "recorded" if res.recorded else "already recorded"
-        return data, f"{verb}: check-{kind} of {res.scan.participant} (scan {res.scan.id})"
+        # A running gate daemon holds the data directory: record through it
+        # (it also pushes the scan to the peers at once).
+        data = _daemon(
+            args,
+            {
+                "op": "scan",
+                "kind": kind,
+                "event": args.event,
+                "who": args.who,
+                **{k: v for k, v in options.items() if v is not None},
+            },
+        )
+        if data is None:
+            with _open(args) as r:
+                fn = r.check_in if kind == "in" else r.check_out
+                res = fn(args.event, args.who, **options)
+                data = {
+                    "recorded": res.recorded,
+                    "scan": res.scan.to_dict(),
+                    "attendance": res.attendance.to_dict(),
+                }
+        verb = "recorded" if data["recorded"] else "already recorded"
+        scan = data["scan"]
+        return data, f"{verb}: check-{kind} of {scan['participant']} (scan {scan['id']})"
 
     return handler
 
@@ -398,11 +453,18 @@ def _config_show(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def _status(args: argparse.Namespace) -> tuple[Any, str]:
-    with _open(args, read_only=True) as r:
-        events = [args.event] if args.event else r.events()
-        device = {"device_id": r.device_id, "role": r.role.value, "name": r.identity.name}
-        statuses = [r.status(e).to_dict() for e in events]
+    running = _daemon(args, {"op": "status"})
+    peers: list[dict[str, Any]] | None = None
+    if running is not None:
+        device, peers = running["device"], running["peers"]
+        statuses = [s for s in running["events"] if not args.event or s["event"] == args.event]
+    else:
+        with _open(args, read_only=True) as r:
+            events = [args.event] if args.event else r.events()
+            device = {"device_id": r.device_id, "role": r.role.value, "name": r.identity.name}
+            statuses = [r.status(e).to_dict() for e in events]
     lines = [f"device {device['device_id']} ({device['role']}, {device['name']})"]
+
     for s in statuses:
         lines.append(
             f"{s['event']}: {s['participants']} participants, {s['checked_in']} checked in, "
@@ -410,7 +472,15 @@ def _status(args: argparse.Namespace) -> tuple[Any, str]:
             f"{s['open_conflicts']} open conflicts; "
             f"vector clock {json.dumps(s['version_vector'])}"
         )
-    return {"device": device, "events": statuses}, "\n".join(lines)
+    lines.append("gate daemon: not running" if peers is None else f"peers: {len(peers)}")
+    for p in peers or []:
+        lines.append(
+            f"  {p.get('peer') or p.get('address')}: {p['status']}, "
+            f"pending {p.get('pending_entries', '-')}, last sync {p.get('last_sync') or '-'}, "
+            f"retries {p.get('retries', p.get('failures', 0))}"
+            + (f", error: {p['error']}" if p.get("error") else "")
+        )
+    return {"device": device, "events": statuses, "peers": peers}, "\n".join(lines)
 
 
 def _conflicts_list(args: argparse.Namespace) -> tuple[Any, str]:

@@ -1,0 +1,220 @@
+"""``headcount run``: the gate daemon.
+
+Runs one device: its replica, a TLS node serving and dialling peers, optional
+mDNS discovery, and a local control socket through which the CLI records
+check-ins and reads status while the daemon holds the data directory.
+SIGTERM and Ctrl-C stop it cleanly: sessions say goodbye, the store is
+flushed and closed; every acknowledged scan was already on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .net.control import ControlServer
+from .net.node import Node, NodeConfig
+from .pki_device import load_device_certificate, ssl_context
+from .replica import Replica
+from .session import SessionConfig
+
+CONTROL_SOCKET = "control.sock"
+
+
+@dataclass(slots=True)
+class DaemonConfig:
+    """Every setting of ``headcount run`` (see docs/gate.md for the TOML file)."""
+
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    discovery: bool = False
+    interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    gossip_interval: float = 5.0
+    fanout: int = 2
+    batch_bytes: int = 256 * 1024
+    keepalive_interval: float = 10.0
+    idle_timeout: float = 30.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / CONTROL_SOCKET
+
+
+def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
+    """Read a daemon TOML file (all keys optional); ``data_dir`` overrides it.
+
+    Raises:
+        InputError: unreadable TOML, unknown keys, or values of the wrong type.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"configuration file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
+    net = _section(raw, "network", {"listen", "peers", "discovery", "interfaces"})
+    sync = _section(
+        raw,
+        "sync",
+        {
+            "gossip_interval",
+            "fanout",
+            "batch_bytes",
+            "keepalive_interval",
+            "idle_timeout",
+            "backoff_base",
+            "backoff_max",
+        },
+    )
+    unknown = set(raw) - {"data_dir", "network", "sync"}
+    if unknown:
+        raise InputError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+    chosen = data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
+    if chosen is None:
+        raise InputError("no data directory: set data_dir in the file or pass --data-dir")
+    host, port = _address(net.get("listen", "127.0.0.1:0"), "network.listen")
+    config = DaemonConfig(
+        data_dir=Path(chosen),
+        listen_host=host,
+        listen_port=port,
+        peers=[_address(p, "network.peers") for p in _list(net, "peers")],
+        discovery=_typed(net, "discovery", bool, False),
+        interfaces=[str(i) for i in _list(net, "interfaces")] or ["127.0.0.1"],
+    )
+    for key in (
+        "gossip_interval",
+        "keepalive_interval",
+        "idle_timeout",
+        "backoff_base",
+        "backoff_max",
+    ):
+        value = float(_typed(sync, key, (int, float), getattr(config, key)))
+        if value <= 0:
+            raise InputError(f"sync.{key} must be positive")
+        setattr(config, key, value)
+    for key in ("fanout", "batch_bytes"):
+        value = _typed(sync, key, int, getattr(config, key))
+        if value < 1:
+            raise InputError(f"sync.{key} must be at least 1")
+        setattr(config, key, value)
+    return config
+
+
+def _section(raw: dict[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise InputError(f"[{name}] must be a table")
+    unknown = set(table) - keys
+    if unknown:
+        raise InputError(f"unknown keys in [{name}]: {', '.join(sorted(unknown))}")
+    return table
+
+
+def _typed(table: dict[str, Any], key: str, kind: Any, default: Any) -> Any:
+    value = table.get(key, default)
+    if isinstance(value, bool) and kind is not bool:
+        raise InputError(f"{key} must be a number, not a boolean")
+    if not isinstance(value, kind):
+        raise InputError(f"{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _list(table: dict[str, Any], key: str) -> list[Any]:
+    value = table.get(key, [])
+    if not isinstance(value, list):
+        raise InputError(f"{key} must be a list")
+    return value
+
+
+def _address(text: Any, what: str) -> tuple[str, int]:
+    if not isinstance(text, str) or ":" not in text:
+        raise InputError(f"{what}: expected HOST:PORT, got {text!r}")
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise InputError(f"{what}: bad address {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class Daemon:
+    """The running gate: replica + node + discovery + control socket."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.replica = Replica.open(config.data_dir)
+        _, ca = load_device_certificate(config.data_dir)
+        session = SessionConfig(
+            batch_bytes=config.batch_bytes,
+            keepalive_interval=config.keepalive_interval,
+            idle_timeout=config.idle_timeout,
+            anti_entropy_interval=config.gossip_interval * 4,
+        )
+        node_config = NodeConfig(
+            listen_host=config.listen_host,
+            listen_port=config.listen_port,
+            peers=config.peers,
+            gossip_interval=config.gossip_interval,
+            fanout=config.fanout,
+            backoff_base=config.backoff_base,
+            backoff_max=config.backoff_max,
+            session=session,
+        )
+        self.node = Node(
+            self.replica,
+            node_config,
+            ssl_context(config.data_dir, server_side=True),
+            ssl_context(config.data_dir, server_side=False),
+            ca,
+        )
+        self.control = ControlServer(self, config.control_socket)
+        self.discovery: Any = None
+        self.stopped = asyncio.Event()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until SIGTERM/SIGINT or :meth:`stop`; always closes cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopped.set)
+        try:
+            await self.node.start()
+            await self.control.start()
+            if self.config.discovery:
+                from .net.discovery import Discovery  # zeroconf only when asked for
+
+                self.discovery = Discovery(
+                    self.replica, self.node.port or 0, self.config.interfaces, on_peer=self._found
+                )
+                await self.discovery.start()
+            if ready is not None:
+                ready.set()
+            await self.stopped.wait()
+        finally:
+            await self.shutdown()
+
+    def _found(self, device_id: str, host: str, port: int) -> None:
+        self.node.add_peer(host, port)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    async def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.discovery is not None:
+                await self.discovery.stop()
+        with contextlib.suppress(Exception):
+            await self.control.stop()
+        with contextlib.suppress(Exception):
+            await self.node.stop()
+        self.replica.close()
