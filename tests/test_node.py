@@ -109,3 +109,54 @@ def test_a_device_of_another_organisation_is_refused(tmp_path, clock):
     assert intruder.device_id not in admin.store.devices()
     admin.close()
     intruder.close()
+
+
+def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path, clock):
+    org = init_org(tmp_path / "org", "Example Events")
+    one = _device(tmp_path, org, "one", Role.GATE, clock)
+    two = _device(tmp_path, org, "two", Role.GATE, clock)
+
+    async def main():
+        a, b = _node(one, []), _node(two, [])
+        await a.start()
+        await b.start()
+        accepted = {"a": 0, "b": 0}
+        for name, node in (("a", a), ("b", b)):
+            original = node._accept
+
+            async def counting(reader, writer, original=original, name=name):
+                accepted[name] += 1
+                await original(reader, writer)
+
+            node._accept = counting
+            node._server.close()
+            await node._server.wait_closed()
+            node._server = await asyncio.start_server(
+                counting, "127.0.0.1", node.port, ssl=node.server_ctx
+            )
+        a.add_peer("127.0.0.1", b.port)
+        b.add_peer("127.0.0.1", a.port)
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            if len(a.links) == len(b.links) == 1 and sum(accepted.values()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        settled = dict(accepted)
+        await asyncio.sleep(1.0)  # several backoff periods (base 0.05 s, max 0.5 s)
+        result = (
+            len(a.links),
+            len(b.links),
+            dict(accepted),
+            settled,
+            [d.failures for d in (*a.dialers.values(), *b.dialers.values())],
+        )
+        await a.stop()
+        await b.stop()
+        return result
+
+    links_a, links_b, accepted, settled, failures = asyncio.run(asyncio.wait_for(main(), 30))
+    assert (links_a, links_b) == (1, 1)
+    assert accepted == settled, "the losing dialer kept redialling"
+    assert failures == [0, 0]
+    one.close()
+    two.close()

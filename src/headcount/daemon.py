@@ -191,10 +191,10 @@ class Daemon:
             await self.node.start()
             await self.control.start()
             if self.config.discovery:
-                from .net.discovery import Discovery  # zeroconf only when asked for
+                from .net.discovery import Discovery, DiscoveryConfig  # zeroconf when asked
 
-                self.discovery = Discovery(
-                    self.replica, self.node.port or 0, self.config.interfaces, on_peer=self._found
+                self.discovery = Discovery.for_node(
+                    self.node, DiscoveryConfig(interfaces=tuple(self.config.interfaces))
                 )
                 await self.discovery.start()
             if ready is not None:
@@ -202,9 +202,6 @@ class Daemon:
             await self.stopped.wait()
         finally:
             await self.shutdown()
-
-    def _found(self, device_id: str, host: str, port: int) -> None:
-        self.node.add_peer(host, port)
 
     def stop(self) -> None:
         self.stopped.set()

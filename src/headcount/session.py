@@ -250,6 +250,7 @@ class Session:
         self._ping_nonce = 0
         self._snapshots: dict[str, tuple[bytearray, tuple[Head, ...], int]] = {}
         self._progress: dict[str, float] = {}  # last ack, or first send after idle, per event
+        self._resynced: dict[str, float] = {}  # last time sent_vv fell back to peer_vv
 
     # -- inputs --------------------------------------------------------------
 
@@ -403,6 +404,7 @@ class Session:
         # retransmission timer in tick()).
         self.peer_vv[event] = _vmax(self.peer_vv.get(event, {}), summary.vv)
         self.sent_vv[event] = _vmax(self.sent_vv.get(event, {}), summary.vv)
+        self._resync(event, now)
         effects = self._pump(event, now)
         if summary.reply:
             effects += self._send([Summary(event, self.log.version_vector(event), False)], now)
@@ -428,6 +430,7 @@ class Session:
         self.sent_vv[event] = _vmax(self.sent_vv.get(event, {}), ack.vv)
         self.in_flight[event] = max(0, self.in_flight.get(event, 0) - 1)
         self._progress[event] = now
+        self._resync(event, now)
         effects = self._pump(event, now)
         self._update_status(now)
         return effects
@@ -502,6 +505,21 @@ class Session:
             current.append(seg)
             size += need
         return [*groups, current] if current else groups
+
+    def _resync(self, event: str, now: float) -> None:
+        """With nothing in flight, what we sent and the peer does not hold was
+        dropped on the way (a lossy or reordering transport, or entries the
+        peer discarded): send it again from the peer's own account. At most
+        once per ``ack_timeout``, so a peer that refuses entries cannot make
+        us loop."""
+        if self.in_flight.get(event):
+            return
+        if now - self._resynced.get(event, float("-inf")) < self.config.ack_timeout:
+            return
+        peer = self.peer_vv.get(event, {})
+        if self.sent_vv.get(event, {}) != peer:
+            self.sent_vv[event] = dict(peer)
+            self._resynced[event] = now
 
     def _retransmit(self, now: float) -> list[Effect]:
         """Batches unacknowledged for ``ack_timeout`` were lost (only an

@@ -56,6 +56,7 @@ class Link:
     outbound: bool
     address: tuple[str, int] | None
     identity: PeerIdentity | None = None
+    duplicate: bool = False  # closed because another link to the same peer was kept
 
 
 @dataclass(slots=True)
@@ -101,6 +102,7 @@ class Node:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._unlinked = asyncio.Event()  # set whenever a link ends
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -191,7 +193,14 @@ class Node:
                     asyncio.open_connection(host, port, ssl=self.client_ctx, server_hostname=""),
                     HANDSHAKE_TIMEOUT,
                 )
-                synced = await self._run_link(reader, writer, outbound=True, address=dialer.address)
+                link = await self._run_link(reader, writer, outbound=True, address=dialer.address)
+                if link is not None and link.duplicate:
+                    # The peer also dialled us and that link was kept: not a
+                    # failure. Dial again only once no link to it remains.
+                    dialer.failures = 0
+                    await self._until_unlinked(link.peer.session.status.peer)
+                    continue
+                synced = link is not None and link.peer.session.status.last_sync is not None
                 dialer.failures = 0 if synced else dialer.failures + 1
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 dialer.failures += 1
@@ -211,14 +220,15 @@ class Node:
         *,
         outbound: bool,
         address: tuple[str, int] | None,
-    ) -> bool:
-        """Authenticate the peer, then run the session; True if it reached sync."""
+    ) -> Link | None:
+        """Authenticate the peer, then run the session until it ends; the
+        link, or None if the peer was refused."""
         try:
             identity = self._authenticate(writer)
         except HeadcountError as exc:
             self.rejected.append((str(writer.get_extra_info("peername")), exc.code))
             writer.close()
-            return False
+            return None
         session = Session(
             self.log, time.monotonic(), self.config.session, expect_peer=identity.device_id
         )
@@ -230,7 +240,8 @@ class Node:
             await link.peer.run()
         finally:
             self.links.remove(link)
-        return session.status.last_sync is not None
+            self._unlinked.set()
+        return link
 
     def _authenticate(self, writer: asyncio.StreamWriter) -> PeerIdentity:
         ssl_object = writer.get_extra_info("ssl_object")
@@ -269,7 +280,17 @@ class Node:
         mine_smaller = self.replica.device_id < device
         for link in same:
             if link.outbound != mine_smaller:
+                link.duplicate = True
                 self._spawn(link.peer.close())
+
+    async def _until_unlinked(self, device: str | None) -> None:
+        """Wait until no link to ``device`` remains (or we stop)."""
+        while not self._stopping and any(
+            link.peer.session.status.peer == device for link in self.links
+        ):
+            self._unlinked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unlinked.wait(), self.config.backoff_max)
 
     async def _gossip(self) -> None:
         while not self._stopping:

@@ -15,7 +15,7 @@ from typing import Any
 from headcount.errors import InputError
 
 from .faults import FaultPlan, random_plan
-from .network import FaultRates
+from .network import TRANSPORTS, FaultRates
 from .scheduler import Streams
 from .simulation import MODES, WIRES, SimConfig, Simulation
 from .topology import KINDS as TOPOLOGIES
@@ -53,6 +53,12 @@ def register(sub: Any, cmd: Command) -> None:
     g.add_argument("--crashes", type=int, default=0, help="crash-and-restart events")
     g.add_argument("--churn", type=int, default=0, help="leave-and-rejoin events")
     g.add_argument("--joins", type=int, default=0, help="fresh nodes joining")
+    g.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="stream",
+        help="how faults show: stream (TCP-like, the default) or datagram",
+    )
     g.add_argument("--fault-time", type=float, default=30.0, help="faulty period, s")
     g = p.add_argument_group("run")
     g.add_argument("--mode", choices=MODES, default="tracking", help="default tracking")
@@ -77,7 +83,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         phase_jitter=args.phase_jitter, workload=args.workload, updates=args.updates,
         writers=args.writers, window=args.window, burst=args.burst,
         participants=args.participants, mode=args.mode, wire=args.wire,
-        eager_push=args.eager_push, max_connections=args.max_connections, faults=plan,
+        eager_push=args.eager_push, transport=args.transport,
+        max_connections=args.max_connections, faults=plan,
         idle_rounds=args.idle_rounds, max_time=args.max_time, keep_trace=bool(args.trace),
     )  # fmt: skip
 

@@ -10,7 +10,7 @@ departed node back. Every entry written must then reach every node.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .network import FaultRates, Partition
 
@@ -42,7 +42,7 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class FaultPlan:
-    rates: FaultRates = FaultRates()
+    rates: FaultRates = field(default_factory=FaultRates)
     rates_from: float = 0.0
     rates_until: float = 0.0
     partitions: tuple[Partition, ...] = ()

@@ -7,17 +7,17 @@ once, for real, and answer repeats from a cache. They change no outcome:
 * :class:`MemoVerifier` keys its cache on the whole input (public key,
   message, signature), so a forged signature or a tampered message is a
   cache miss and is verified (and rejected) for real.
-* :class:`MemoHasher` keys on the identity of an entry object *and keeps a
-  reference to it*, so an id can never be reused by another object while it
-  is cached. Only entries created while :attr:`MemoHasher.learning` is set
-  (the origins' own appends, shared by reference over the fast wire) are
-  cached; anything else (e.g. entries decoded from bytes) is hashed for real
-  on every call.
+* :class:`MemoHasher` hashes an entry once and caches the digest *on the
+  entry* (``chain.with_digest``, the project's own cache, computed from the
+  entry's content) for the entries created while :attr:`MemoHasher.learning`
+  is set: the origins' own appends, which the fast wire shares by reference.
+  Entries decoded from bytes carry the digest the decoder computed from what
+  arrived.
 """
 
 from __future__ import annotations
 
-from headcount.chain import ed25519_verify, entry_hash
+from headcount.chain import compute_hash, ed25519_verify, with_digest
 from headcount.model import LogEntry
 
 
@@ -40,19 +40,17 @@ class MemoVerifier:
 
 
 class MemoHasher:
-    """``entry_hash(entry)``, memoised by object identity for learnt entries."""
+    """``entry_hash(entry)``; caches the digest on entries created while learning."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[LogEntry, bytes]] = {}
         self.learning = False
         self.real = 0
 
     def __call__(self, entry: LogEntry) -> bytes:
-        hit = self._cache.get(id(entry))
-        if hit is not None and hit[0] is entry:
-            return hit[1]
+        digest = entry.digest
+        if digest:
+            return digest
         self.real += 1
-        digest = entry_hash(entry)
         if self.learning:
-            self._cache[id(entry)] = (entry, digest)
-        return digest
+            return with_digest(entry).digest
+        return compute_hash(entry)

@@ -6,6 +6,8 @@ time_to_converge     simulated seconds from the last write to the moment the
                      last node received its last missing entry.
 healed_at            when the fault plan ends (0 without faults): after it,
                      no loss, no partition, every node up.
+time_after_heal      simulated seconds from ``healed_at`` to convergence (0 if
+                     the run converged before the faults ended).
 rounds               gossip rounds from the last write to that moment: round k
                      starts at k * round_period; writes at t = 0 and full
                      dissemination during round k give ``rounds = k``.
@@ -21,6 +23,8 @@ bytes_per_useful     bytes / useful: everything on the wire (summaries, acks,
                      handshakes, redundant copies) charged to the useful
                      entries.
 payload_per_entry    the mean size of one entry's Y update.
+payload_bytes        update bytes inside every Segments frame sent (redundant
+                     copies included).
 framing_per_entry    (bytes of Segments frames - update bytes inside them) /
                      entries sent: the signature, hashes, device, sequence
                      numbers, timestamp and msgpack/frame headers of one
@@ -51,9 +55,12 @@ class Metrics:
     mode: str
     wire: str
     eager_push: bool
+    transport: str
     # convergence
     converged: bool = False
+    converged_at: float | None = None
     time_to_converge: float | None = None
+    time_after_heal: float | None = None
     rounds: int | None = None
     sim_time: float = 0.0
     healed_at: float = 0.0
@@ -67,6 +74,7 @@ class Metrics:
     redundant: int = 0
     duplicates: int = 0
     entries_sent: int = 0
+    payload_bytes: int = 0
     bytes_per_useful: float | None = None
     payload_per_entry: float = 0.0
     framing_per_entry: float | None = None
@@ -79,6 +87,8 @@ class Metrics:
     duplicated: int = 0
     reordered: int = 0
     dropped_partition: int = 0
+    cuts: int = 0
+    dropped_cut: int = 0
     dropped_closed: int = 0
     connections: int = 0
     connect_failures: int = 0
@@ -118,27 +128,29 @@ class Metrics:
         lines = [
             f"{self.n} nodes, {self.topology}, fanout {self.fanout}, seed {self.seed}: "
             f"{self.entries} entries ({self.workload}, {self.writers} writers, {self.mode}, "
-            f"{self.wire} wire{', eager push' if self.eager_push else ''})",
+            f"{self.wire} wire, {self.transport}{', eager push' if self.eager_push else ''})",
             conv,
             f"messages {self.messages:,}  bytes {self.bytes:,}  useful deliveries {self.useful:,}"
             f"  redundant {self.redundant:,} (duplicates {self.duplicates:,})",
         ]
         if self.bytes_per_useful is not None:
             lines.append(
-                f"bytes per useful entry {self.bytes_per_useful:.1f} (update {self.payload_per_entry:.1f}"
-                f" + framing/signature {self.framing_per_entry or 0:.1f} per entry sent)"
+                f"bytes per useful entry {self.bytes_per_useful:.1f} (update "
+                f"{self.payload_per_entry:.1f} + framing/signature "
+                f"{self.framing_per_entry or 0:.1f} per entry sent)"
             )
         if self.idle_bytes_per_node_round is not None:
             lines.append(
                 f"idle traffic {self.idle_bytes_per_node_round:.1f} bytes per node per round"
                 f" ({self.idle_rounds} rounds)"
             )
-        faults = (self.lost, self.duplicated, self.reordered, self.dropped_partition)
+        faults = (self.lost, self.duplicated, self.reordered, self.dropped_partition, self.cuts)
         if any(faults) or self.crashes or self.leaves or self.joins:
             lines.append(
-                f"faults: lost {faults[0]}, duplicated {faults[1]}, reordered {faults[2]}, "
-                f"dropped by partitions {faults[3]}, crashes {self.crashes}, "
-                f"leaves {self.leaves}, joins {self.joins}"
+                f"faults ({self.transport}): lost {faults[0]}, duplicated {faults[1]}, "
+                f"reordered {faults[2]}, dropped by partitions {faults[3]}, connections "
+                f"broken {faults[4]}, crashes {self.crashes}, leaves {self.leaves}, "
+                f"joins {self.joins}"
             )
         lines.append(
             f"connections {self.connections} (failed {self.connect_failures}), closes {self.closes}"

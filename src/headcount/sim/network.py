@@ -1,24 +1,32 @@
 """Simulated links: latency, jitter, bandwidth, loss, duplication, reordering, partitions.
 
 What travels is one protocol message at a time (one ``Send`` effect of a
-session, which is exactly one frame). With every fault rate at zero a
-connection is an ordered, reliable byte stream (what TCP gives the real
-:class:`~headcount.session.Session`): deliveries in each direction are kept in
-sending order even when jitter would reorder them. Faults are then applied to
-*whole messages*, as on an unreliable datagram link:
+session, which is exactly one frame). Deliveries in each direction keep
+their sending order even when jitter would reorder them. How faults show
+depends on the run's *transport*:
 
-* **loss**: the message is never delivered;
-* **duplication**: a second copy arrives a little later (outside the order);
-* **reordering**: the message is held back by a random extra delay and may
-  overtake or be overtaken by others.
+``stream`` (the default; what TCP gives the real session, whose contract is
+an ordered, reliable byte stream): a session never sees a lost, duplicated
+or reordered frame.
 
-The session is written for an ordered stream, so such faults can break a
-session (a duplicated ``Hello`` or a ``Summary`` that overtakes the ``Hello``
-is a protocol error, which closes it). That is the intended stress: lost work
-must be repaired by later anti-entropy summaries and new sessions, never
-silently lost. A **partition** drops every message and every new connection
-between its two sides while it lasts; it does not tell the endpoints (they
-find out by their idle timeout, as over a real network).
+* **loss** breaks the connection (a reset): that frame and everything after
+  it on the connection are lost, and both ends are told (``connection_lost``)
+  one latency later;
+* **duplication** costs bandwidth only (the transport drops the copy);
+* **reordering** holds the frame back by a random delay, and everything
+  behind it waits (head-of-line blocking);
+* a **partition** silently breaks every connection that tries to carry a
+  frame across it: nothing more arrives on it, and nobody is told (the
+  sessions' idle timeout finds out). New connections across fail.
+
+``datagram`` (an unreliable message link, beyond the session's contract: a
+stress test of the protocol's own repair): faults hit *whole messages*. A
+lost message is never delivered; a duplicated one arrives twice; a
+reordered one is delayed outside the order and may overtake others; a
+partition drops messages while it lasts and the connection survives it.
+Such faults can break a session (a duplicated ``Hello`` is a protocol
+error, which closes it); lost work must then be repaired by
+retransmission, later anti-entropy summaries or new sessions.
 """
 
 from __future__ import annotations
@@ -68,6 +76,9 @@ class Partition:
     side: frozenset[int]
 
 
+TRANSPORTS = ("stream", "datagram")
+
+
 @dataclass(slots=True)
 class NetStats:
     messages: int = 0
@@ -76,6 +87,8 @@ class NetStats:
     duplicated: int = 0
     reordered: int = 0
     dropped_partition: int = 0
+    cuts: int = 0  # connections broken by a loss or a partition (stream transport)
+    dropped_cut: int = 0  # messages sent on, or in flight over, a broken connection
     by_type: dict[str, list[int]] = field(default_factory=dict)  # name -> [messages, bytes]
 
 
@@ -88,6 +101,8 @@ class Link:
     params: LinkParams
     busy: list[float] = field(default_factory=lambda: [0.0, 0.0])  # per direction
     last: list[float] = field(default_factory=lambda: [0.0, 0.0])  # last in-order arrival
+    cut: bool = False  # broken (stream transport): nothing more is carried
+    on_reset: Callable[[], None] | None = None  # tells both ends the connection broke
 
 
 Deliver = Callable[[Any], None]
@@ -96,9 +111,12 @@ Deliver = Callable[[Any], None]
 class Network:
     """Carries messages over links, applying the current faults and partitions."""
 
-    def __init__(self, sched: Scheduler, rng: random.Random) -> None:
+    def __init__(self, sched: Scheduler, rng: random.Random, transport: str = "stream") -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}")
         self.sched = sched
         self.rng = rng
+        self.stream = transport == "stream"
         self.faults = FaultRates()
         self.partitions: list[Partition] = []
         self.stats = NetStats()
@@ -141,34 +159,58 @@ class Network:
         control: bool = False,
     ) -> None:
         st, rng, f, now = self.stats, self.rng, self.faults, self.sched.now
+        if link.cut:
+            st.dropped_cut += 1
+            return
         if self.partitions and not self.reachable(link.a, link.b):
-            st.dropped_partition += 1
+            self._partitioned(link)
             return
         if not control and f.loss and rng.random() < f.loss:
             st.lost += 1
+            if self.stream:
+                self._reset(link)
             return
         p = link.params
         start = max(now, link.busy[to_side])
         tx = size / p.bandwidth if p.bandwidth else 0.0
-        link.busy[to_side] = start + tx
         arrival = start + tx + p.latency + (p.jitter * rng.random() if p.jitter else 0.0)
-        if not control and f.reorder and rng.random() < f.reorder:
+        duplicate = not control and f.duplicate and rng.random() < f.duplicate
+        if duplicate:
+            st.duplicated += 1
+            if self.stream:
+                tx *= 2  # the copy only costs bandwidth
+        link.busy[to_side] = start + tx
+        reordered = not control and f.reorder and rng.random() < f.reorder
+        if reordered:
             st.reordered += 1
             arrival += f.reorder_delay * rng.random()
-        else:
+        if self.stream or not reordered:  # a reordered datagram is not held in order
             arrival = max(arrival, link.last[to_side])
             link.last[to_side] = arrival
         self._schedule(link, arrival, item, deliver)
-        if not control and f.duplicate and rng.random() < f.duplicate:
-            st.duplicated += 1
+        if duplicate and not self.stream:
             self._schedule(link, arrival + f.reorder_delay * rng.random(), item, deliver)
+
+    def _partitioned(self, link: Link) -> None:
+        self.stats.dropped_partition += 1
+        if self.stream and not link.cut:  # the stream is broken; nobody is told
+            link.cut = True
+            self.stats.cuts += 1
+
+    def _reset(self, link: Link) -> None:
+        link.cut = True
+        self.stats.cuts += 1
+        if link.on_reset is not None:
+            self.sched.after(link.params.latency, link.on_reset)
 
     def _schedule(self, link: Link, when: float, item: Any, deliver: Deliver) -> None:
         def arrive() -> None:
-            # A partition that started while the message was in flight drops it.
-            if self.partitions and not self.reachable(link.a, link.b):
-                self.stats.dropped_partition += 1
-                return
-            deliver(item)
+            if link.cut:
+                self.stats.dropped_cut += 1
+            elif self.partitions and not self.reachable(link.a, link.b):
+                # A partition that started while the message was in flight.
+                self._partitioned(link)
+            else:
+                deliver(item)
 
         self.sched.at(when, arrive)

@@ -76,7 +76,9 @@ class Counters:
 class SimLog(MemLog):
     """A ``MemLog`` that reports what it sends and receives."""
 
-    def __init__(self, *args: Any, counters: Counters, on_new: Callable[[int], None], **kw: Any):
+    def __init__(
+        self, *args: Any, counters: Counters, on_new: Callable[[int], None], **kw: Any
+    ) -> None:
         super().__init__(*args, **kw)
         self.counters = counters
         self.on_new = on_new
@@ -241,6 +243,12 @@ class SimNode:
         mine = Endpoint(link, 0, self, self._session(peer), now)
         theirs = Endpoint(link, 1, peer, peer._session(self), now, peer=mine)
         mine.peer = theirs
+
+        def reset() -> None:  # the transport broke the connection (stream transport)
+            self.lost(mine)
+            peer.lost(theirs)
+
+        link.on_reset = reset
         self.conns[peer.index] = mine
         peer.conns[self.index] = theirs
         ctx.counters.connections += 1
@@ -275,7 +283,8 @@ class SimNode:
     def deliver(self, ep: Endpoint, item: Any) -> None:
         """A message (or the transport's close signal) arrives at ``ep``."""
         if ep.closed or not self.up:
-            self.ctx.counters.dropped_closed += 1
+            if item is not _FIN:
+                self.ctx.counters.dropped_closed += 1
             return
         now = self.ctx.sched.now
         if item is _FIN:
