@@ -545,8 +545,7 @@ class Fuzzer:
                 self._violation(i, data, f"non-genuine head {device}:{seq} in {event!r}")
 
     def _restore(self) -> None:
-        self.v.chains = _copy_chains(self.world.baseline)
-        self.v.equivocators.clear()
+        self.v.restore(_copy_chains(self.world.baseline))
 
     def _violation(self, i: int, data: bytes, what: str) -> None:
         self.report.violations.append(

@@ -82,6 +82,8 @@ class MemLog:
         self.on_apply = on_apply
         self.chains: dict[str, dict[str, _Chain]] = {}
         self.equivocators: set[tuple[str, str]] = set()
+        self._vv: dict[str, dict[str, int]] = {}  # cached version vectors
+        self._sorted: dict[str, list[str]] = {}
         self.acks: dict[tuple[str, str], dict[str, int]] = {}
 
     @property
@@ -92,13 +94,37 @@ class MemLog:
         return sorted(self.chains)
 
     def version_vector(self, event: str) -> dict[str, int]:
-        return {d: len(c.entries) for d, c in self.chains.get(event, {}).items() if c.entries}
+        return dict(self._vv.get(event, ()))
 
     def entry_count(self, event: str) -> int:
         return sum(len(c.entries) for c in self.chains.get(event, {}).values())
 
     def _chain(self, event: str, device: str) -> _Chain:
-        return self.chains.setdefault(event, {}).setdefault(device, _Chain())
+        chains = self.chains.setdefault(event, {})
+        chain = chains.get(device)
+        if chain is None:
+            chain = chains[device] = _Chain()
+            self._sorted.pop(event, None)
+        return chain
+
+    def restore(self, chains: dict[str, dict[str, _Chain]]) -> None:
+        """Replace the whole state (tests and the fuzzer reset a victim log
+        between inputs); the caches are rebuilt from it."""
+        self.chains = chains
+        self.equivocators.clear()
+        self._sorted.clear()
+        self._vv = {
+            event: {d: len(c.entries) for d, c in devices.items() if c.entries}
+            for event, devices in chains.items()
+        }
+
+    def _devices(self, event: str) -> list[str]:
+        """The event's devices in a stable order (cached; sorting a thousand
+        ids on every summary dominated large simulations)."""
+        devices = self._sorted.get(event)
+        if devices is None:
+            devices = self._sorted[event] = sorted(self.chains.get(event, {}))
+        return devices
 
     # -- local writes -------------------------------------------------------
 
@@ -115,6 +141,7 @@ class MemLog:
         )
         chain.entries.append(entry)
         chain.hashes.append(self.hasher(entry))
+        self._vv.setdefault(event, {})[self._device_id] = entry.seq
         if self.on_apply:
             self.on_apply(entry)
         return entry
@@ -124,7 +151,9 @@ class MemLog:
     def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
         out: list[Segment] = []
         budget = max_bytes
-        for device, chain in sorted(self.chains.get(event, {}).items()):
+        chains = self.chains.get(event, {})
+        for device in self._devices(event):
+            chain = chains[device]
             start = vv.get(device, 0) + 1
             while start <= len(chain.entries) and (budget > 0 or not out):
                 seg = self._segment(event, device, chain, start, budget)
@@ -215,6 +244,8 @@ class MemLog:
                 chain.hashes.append(digest)
                 if self.on_apply:
                     self.on_apply(entry)
+            if fresh:
+                self._vv.setdefault(event, {})[device] = len(chain.entries)
             result.applied += len(fresh)
         for head in heads:
             if head.device not in caught and (event, head.device) not in self.equivocators:
