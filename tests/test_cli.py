@@ -823,7 +823,7 @@ def test_conflicts_resolve_delete_flags_refused_for_a_concurrent_edit(
 
 def test_demo_small(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     cli = Cli(capsys, tmp_path / "unused")
-    res = cli.raw("demo", "--participants", "6", "--seed", "3")
+    res = cli.raw("demo", "--in-process", "--participants", "6", "--seed", "3")
     assert res.code == 0, res
     assert "OK: every device converged" in res.out
     assert "lost 0" in res.out

@@ -138,3 +138,32 @@ def test_retry_without_a_daemon_fails_clearly(tmp_path):
         env={**os.environ},
     )
     assert out.returncode == 1 and b"no gate daemon" in out.stderr
+
+
+def test_the_live_demo_converges(tmp_path):
+    """The README's main command, small: gate processes over TLS (in a private
+    network namespace with mDNS as root, else static peers on loopback)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headcount.cli",
+            "demo",
+            "--gates",
+            "2",
+            "--participants",
+            "8",
+            "--scans",
+            "6",
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    text = out.stdout.decode()
+    assert out.returncode == 0, text + out.stderr.decode()
+    assert "OK: every device converged" in text and "lost 0" in text
+    assert "counted twice: 0" in text and "open conflicts awaiting an admin: 1" in text

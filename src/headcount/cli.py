@@ -32,7 +32,9 @@ TOLERANCE_ENV = "HEADCOUNT_FUTURE_TOLERANCE"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -116,9 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = cmd(sub, "demo", _demo, "run a live demo: three devices, offline scans, a conflict")
+    p = cmd(
+        sub,
+        "demo",
+        _demo,
+        "live demo: gate processes syncing over TLS, an offline gate, a conflict",
+    )
+    p.add_argument("--gates", type=int, default=3, help="gate processes besides the admin (3)")
     p.add_argument("--participants", type=int, default=200, help="how many guests (default 200)")
+    p.add_argument("--scans", type=int, default=60, help="check-ins to make (default 60)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for convergence (default 60)"
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the quick in-process version: three replicas, no network",
+    )
 
     p = cmd(sub, "init", _init, "create this device's identity and store")
     p.add_argument(
@@ -282,11 +299,29 @@ def _tolerance(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    for name, value, low in (
+        ("participants", args.participants, 2),
+        ("gates", args.gates, 2),
+        ("scans", args.scans, 1),
+    ):
+        if value < low:
+            raise InputError(f"--{name} must be at least {low}")
+    if args.timeout <= 0:
+        raise InputError("--timeout must be positive")
+    if args.in_process:
+        from .demo import run_demo
 
-    if args.participants < 2:
-        raise InputError("--participants must be at least 2")
-    if not run_demo(args.participants, args.seed):
+        ok = run_demo(args.participants, args.seed)
+    else:
+        from .livedemo import maybe_reexec_in_namespace, run_live_demo
+
+        code = maybe_reexec_in_namespace(args.argv)
+        if code is not None:
+            raise SystemExit(code)
+        ok = run_live_demo(
+            args.gates, args.participants, args.scans, args.seed, timeout=args.timeout
+        )
+    if not ok:
         raise HeadcountError("the replicas did not converge", code="diverged")
 
 

@@ -5,7 +5,8 @@ it here to record scans and read status. The socket lives in the device's
 data directory (owner-only) and accepts one JSON request per line:
 
 ``{"op": "status"}``, ``{"op": "scan", "kind": "in"|"out", "event": ..., "who": ...,
-"gate"?, "method"?, "scan_id"?, "at_ms"?, "allow_unknown"?}``, ``{"op": "retry"}``.
+"gate"?, "method"?, "scan_id"?, "at_ms"?, "allow_unknown"?}``, ``{"op": "retry"}``,
+``{"op": "upsert", "event", "participant", "fields"}``, ``{"op": "view", "event"}``.
 
 Every reply is one JSON line: the result, or ``{"error": {"code", "message"}}``.
 A scan is acknowledged only after the replica made it durable.
@@ -113,6 +114,33 @@ class ControlServer:
                 "recorded": result.recorded,
                 "scan": result.scan.to_dict(),
                 "attendance": result.attendance.to_dict(),
+            }
+        if op == "upsert":
+            event, pid, fields = (
+                request.get("event"),
+                request.get("participant"),
+                request.get("fields"),
+            )
+            if (
+                not isinstance(event, str)
+                or not isinstance(pid, str)
+                or not isinstance(fields, dict)
+            ):
+                raise InputError("upsert needs event, participant and fields")
+            changed = replica.upsert_participant(event, pid, fields)
+            node.local_write(event)
+            return {"changed": changed}
+        if op == "view":  # everything a demo or a test compares between gates
+            event = request.get("event")
+            if not isinstance(event, str):
+                raise InputError("view needs an event")
+            ev = replica.event(event)
+            return {
+                "scans": sorted(ev.doc.scans),
+                "attendance": [a.to_dict() for a in ev.attendance_list()],
+                "participants": [p.to_dict() for p in ev.participants(include_deleted=True)],
+                "conflicts": [c.to_dict() for c in ev.conflicts()],
+                "version_vector": replica.version_vector(event),
             }
         raise InputError(f"unknown op {op!r}")
 
