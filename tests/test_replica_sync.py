@@ -113,3 +113,33 @@ def test_trust_rejects_bad_keys(make_replica):
         a.trust("abcd", b"short", "gate")
     with pytest.raises(InputError, match="unknown role"):
         a.trust("abcd", b"x" * 32, "emperor")
+
+
+def test_entries_from_a_role_that_may_not_write_them_are_ignored_everywhere(make_replica):
+    """A gate that claims to be an admin (its own identity file says so) still
+    holds a gate certificate: its resolution and deletion are ignored by every
+    replica that knows its certified role."""
+    admin, north = make_replica("admin", Role.ADMIN), make_replica("n")
+    rogue = make_replica("rogue", Role.ADMIN)  # locally it believes it is an admin ...
+    introduce(admin, north)
+    for r in (admin, north):  # ... but its certificate says gate
+        r.trust(rogue.device_id, rogue.identity.public_key_raw, Role.GATE)
+    rogue.trust(admin.device_id, admin.identity.public_key_raw, admin.role)
+    rogue.trust(north.device_id, north.identity.public_key_raw, north.role)
+    admin.create_event(EV, "Conf")
+    admin.import_participants(EV, [{"id": "p1", "name": "Ann", "allergies": "none"}])
+    for a, b in ((admin, north), (admin, rogue)):
+        ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
+    north.upsert_participant(EV, "p1", {"allergies": "nuts"})
+    admin.upsert_participant(EV, "p1", {"allergies": "fish"})
+    for a, b in ((north, admin), (admin, rogue), (north, rogue)):
+        ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
+    [conflict] = rogue.conflicts(EV)
+    rogue.resolve_conflict(EV, conflict.id, value="none", use_value=True)
+    rogue.delete_participant(EV, "p1")
+    for a, b in ((rogue, admin), (rogue, north)):
+        ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
+    for r in (admin, north):
+        assert [c.id for c in r.conflicts(EV)] == [conflict.id]  # still open
+        assert not r.participant(EV, "p1").deleted
+        assert r.event(EV).doc.refused == 2

@@ -84,6 +84,11 @@ class EventDoc:
         clock: the device's hybrid logical clock (shared by all its events).
         next_seq: the sequence number of this device's next entry.
         last_hash: the hash of this device's previous entry (its chain head).
+        role_of: ``device -> certified role`` (None for a device not in the
+            directory). Register entries whose declared role differs from the
+            certified one, and resolutions or deletions by a non-admin, are
+            ignored — identically on every replica, as roles come from
+            certificates.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class EventDoc:
         clock: HybridClock,
         next_seq: int = 1,
         last_hash: bytes = ZERO_HASH,
+        role_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.event = event
         self.device = device
@@ -101,6 +107,8 @@ class EventDoc:
         self.clock = clock
         self.next_seq = next_seq
         self.last_hash = last_hash  # hash of this device's latest entry: the next one's prev
+        self.role_of = role_of  # the certified role of a device (None: not enforced)
+        self.refused = 0  # entries written by a role that may not write them
         self.doc = Doc()  # a fresh random Y client id on every start (design.md)
         self.regs: Array = self.doc.get("r", type=Array)
         self.scans_array: Array = self.doc.get("s", type=Array)
@@ -216,11 +224,25 @@ class EventDoc:
         if entry is None:
             self.ignored += 1
             return
+        if not self._permitted(entry):
+            self.refused += 1
+            return
         rkey = record_key(entry.kind, entry.record)
         self.records.setdefault(rkey, {})[entry.dot] = entry
         self.dirty.add(rkey)
         if rkey == record_key(CONFIG, SCHEMA_KEY):
             self._schema = None
+
+    def _permitted(self, entry: R.RegEntry) -> bool:
+        if self.role_of is None:
+            return True
+        certified = self.role_of(entry.device)
+        if certified is None:
+            return True  # only trusted local paths apply entries of unknown devices
+        if certified != entry.role:
+            return False
+        admin_only = R.DELETED in entry.fields or bool(entry.aux and "resolves" in entry.aux)
+        return certified == "admin" or not admin_only
 
     def _put_scan(self, raw: Any, scan: Scan | None = None) -> None:
         scan = scan or decode_scan(raw)

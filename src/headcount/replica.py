@@ -81,6 +81,7 @@ class Replica:
             )
         self._events: dict[str, Event] = {}
         self._closed = False
+        self._roles: dict[str, str] = store.devices()  # certified roles, for EventDoc
 
     # -- lifecycle ------------------------------------------------------
 
@@ -184,6 +185,7 @@ class Replica:
         except ValueError:
             raise InputError(f"unknown role {role!r}") from None
         self.store.trust(device_id, public_key, role.value, self.wall_clock(), cert)
+        self._roles[device_id] = role.value
 
     # -- events -----------------------------------------------------------
 
@@ -229,7 +231,9 @@ class Replica:
         """An empty document for ``event_id`` that continues this device's chain."""
         own = self.store.version_vector(event_id).get(self.device_id, 0)
         last = self.store.hash_of(event_id, self.device_id, own) or ZERO_HASH
-        return EventDoc(event_id, self.device_id, self.role.value, self.clock, own + 1, last)
+        return EventDoc(
+            event_id, self.device_id, self.role.value, self.clock, own + 1, last, self._roles.get
+        )
 
     def create_event(
         self, event_id: str, name: str = "", schema: Mapping[str, Any] | None = None
