@@ -160,3 +160,42 @@ def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path,
     assert failures == [0, 0]
     one.close()
     two.close()
+
+
+def test_a_revocation_published_by_an_admin_cuts_the_device_off(tmp_path, clock):
+    from headcount.daemon import published_revocations
+    from headcount.pki_revocation import RevocationList, revoke
+
+    org = init_org(tmp_path / "org", "Example Events")
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    admin.create_event(EV, "Conf")
+    _, ca = load_device_certificate(admin.data_dir)
+
+    async def main():
+        a = _node(admin, [])
+        a.revocations = lambda: published_revocations(admin, ca)
+        await a.start()
+        g = _node(gate, [("127.0.0.1", a.port)])
+        await g.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not a.links and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert a.links, "the gate never connected"
+        listed = revoke(RevocationList(org.key_id), gate.device_id, at_ms=clock.now, by="test")
+        admin.set_config(EV, "revocations", listed.to_dict())  # authority-written config
+        assert a.enforce_revocations() == 1
+        while asyncio.get_running_loop().time() < deadline:
+            if [code for _, code in a.rejected].count("revoked") >= 2 and not a.links:
+                break
+            await asyncio.sleep(0.05)
+        result = (len(a.links), [code for _, code in a.rejected])
+        await g.stop()
+        await a.stop()
+        return result
+
+    links, codes = asyncio.run(asyncio.wait_for(main(), 30))
+    assert links == 0
+    assert codes.count("revoked") >= 2  # cut off, then every reconnection refused
+    admin.close()
+    gate.close()

@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from cryptography import x509
+
+from .errors import HeadcountError, InputError
 from .net.control import ControlServer
 from .net.node import Node, NodeConfig
 from .pki_device import load_device_certificate, ssl_context
+from .pki_revocation import RevocationList
+from .pki_verify import ca_key_id
 from .replica import Replica
 from .session import SessionConfig
 
@@ -147,6 +151,28 @@ def _address(text: Any, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+REVOCATIONS_KEY = "revocations"
+
+
+def published_revocations(replica: Replica, org_ca: x509.Certificate) -> RevocationList | None:
+    """The revocation lists an admin published in the events' configuration
+    (key ``revocations``, authority policy), merged; lists of another
+    organisation or malformed ones are ignored."""
+    merged: RevocationList | None = None
+    for event in replica.events():
+        value = replica.event(event).config().get(REVOCATIONS_KEY)
+        if value is None:
+            continue
+        try:
+            found = RevocationList.from_dict(value)
+        except HeadcountError:
+            continue
+        if found.org != ca_key_id(org_ca):
+            continue
+        merged = found if merged is None else merged.merge(found)
+    return merged
+
+
 class Daemon:
     """The running gate: replica + node + discovery + control socket."""
 
@@ -176,6 +202,7 @@ class Daemon:
             ssl_context(config.data_dir, server_side=True),
             ssl_context(config.data_dir, server_side=False),
             ca,
+            revocations=lambda: published_revocations(self.replica, ca),
         )
         self.control = ControlServer(self, config.control_socket)
         self.discovery: Any = None

@@ -292,9 +292,26 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._unlinked.wait(), self.config.backoff_max)
 
+    def enforce_revocations(self) -> int:
+        """Close links to peers that have been revoked since they connected;
+        returns how many were closed. (Revoked peers cannot reconnect: every
+        handshake is checked against the current list.)"""
+        revoked = self.revocations()
+        if revoked is None:
+            return 0
+        closed = 0
+        for link in list(self.links):
+            ident = link.identity
+            if ident is not None and revoked.find(ident.device_id, ident.serial) is not None:
+                self.rejected.append((ident.device_id, "revoked"))
+                self._spawn(link.peer.close())
+                closed += 1
+        return closed
+
     async def _gossip(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.config.gossip_interval)
+            self.enforce_revocations()
             links = list(self.links)
             for link in self.rng.sample(links, min(self.config.fanout, len(links))):
                 self._spawn(link.peer.anti_entropy())

@@ -1,0 +1,89 @@
+"""Every transport passes the same conformance suite (tests/transport_conformance.py),
+plus the checks only the WebSocket transport's framing needs."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from headcount.session import SessionConfig, SyncStatus
+
+from .protocol_helpers import make_devices
+from .transport_conformance import (
+    EV,
+    HARNESSES,
+    SUITE,
+    Harness,
+    WebSocketHarness,
+    fill,
+    run_case,
+)
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def transport(request: pytest.FixtureRequest) -> Callable[[], Harness]:
+    return HARNESSES[request.param]
+
+
+@pytest.mark.parametrize("case", SUITE, ids=lambda case: case.__name__)
+def test_transport_conformance(transport, case):
+    asyncio.run(asyncio.wait_for(run_case(transport, case), 25))
+
+
+# -- WebSocket framing: what a byte stream cannot express ------------------------------
+
+
+def _ws_case(body: Callable[[WebSocketHarness], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(run_case(WebSocketHarness, body), 25))  # type: ignore[arg-type]
+
+
+async def _victim_with_raw_client(h: WebSocketHarness, config: SessionConfig):
+    (victim,) = make_devices(1)
+    fill(victim, 4)
+    end, _raw = await h.connect_raw(victim, config)
+    _http, ws = h.clients[-1]
+    return victim, end, ws
+
+
+def test_websocket_text_message_is_a_protocol_error():
+    async def body(h: WebSocketHarness) -> None:
+        victim, end, ws = await _victim_with_raw_client(h, SessionConfig())
+        before = victim.version_vector(EV)
+        await ws.send_str("hello")
+        await h.wait_until(lambda: end.closed, 5)
+        assert end.closes == ["malformed"]
+        assert end.session.status.status is SyncStatus.FAILED
+        assert victim.version_vector(EV) == before
+
+    _ws_case(body)
+
+
+def test_websocket_oversized_message_is_refused_and_closes():
+    config = SessionConfig(max_frame=4_096)
+
+    async def body(h: WebSocketHarness) -> None:
+        victim, end, ws = await _victim_with_raw_client(h, config)
+        await ws.send_bytes(struct.pack(">I", 8_000) + b"\x00" * 8_000)
+        await h.wait_until(lambda: end.closed, 5)
+        assert end.closes == ["too_big"]
+        msg = await asyncio.wait_for(ws.receive(), 5)  # the victim's Hello, then its close
+        while msg.type is aiohttp.WSMsgType.BINARY:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert victim.entry_count(EV) == 4
+
+    _ws_case(body)
+
+
+def test_websocket_message_must_end_on_a_frame_boundary():
+    async def body(h: WebSocketHarness) -> None:
+        _victim, end, ws = await _victim_with_raw_client(h, SessionConfig())
+        await ws.send_bytes(struct.pack(">I", 100) + b"\x00" * 10)  # half a frame
+        await h.wait_until(lambda: end.closed, 5)
+        assert end.closes == ["malformed"]
+
+    _ws_case(body)
