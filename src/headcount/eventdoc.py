@@ -19,6 +19,7 @@ the caller (the replica) makes it durable. Remote updates go through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterator
@@ -122,6 +123,7 @@ class EventDoc:
         self.ignored = 0  # malformed remote elements skipped by the indexes
         self._schema: Schema | None = None
         self._stale = False
+        self._observing = False
         self.broken = False  # a local transaction failed half-way: reload from disk
         self._txn: Any = None  # the open Rust transaction inside transact()
         # The observer must not reference self: pycrdt holds it on the Rust
@@ -162,6 +164,32 @@ class EventDoc:
         self._schema = None
         self._stale = False
 
+    @contextlib.contextmanager
+    def observing(self) -> Iterator[None]:
+        """Keep the indexes in step with remote updates applied inside.
+        Registering observers costs more than applying a small update, so a
+        batch registers them once."""
+        if self._observing:
+            yield
+            return
+        subs = [
+            (self.regs, self.regs.observe(self._observer(self._put_register))),
+            (self.scans_array, self.scans_array.observe(self._observer(self._put_scan))),
+            (self.history_array, self.history_array.observe(self._observer(self._put_history))),
+        ]
+        self._observing = True
+        try:
+            yield
+        finally:
+            self._observing = False
+            for array, sub in subs:
+                array.unobserve(sub)
+            if self._stale:
+                # Someone deleted from an append-only array. Only a faulty or
+                # hostile peer does; rebuild from the document so that every
+                # replica's indexes match its document exactly.
+                self.rebuild_indexes()
+
     def apply_remote(self, update: bytes) -> bool:
         """Apply a peer's update and update the indexes.
 
@@ -173,21 +201,8 @@ class EventDoc:
         Raises:
             RemoteProtocolError: the update cannot be decoded.
         """
-        subs = [
-            (self.regs, self.regs.observe(self._observer(self._put_register))),
-            (self.scans_array, self.scans_array.observe(self._observer(self._put_scan))),
-            (self.history_array, self.history_array.observe(self._observer(self._put_history))),
-        ]
-        try:
+        with self.observing():
             self._apply_raw(update)
-        finally:
-            for array, sub in subs:
-                array.unobserve(sub)
-        if self._stale:
-            # Someone deleted from an append-only array. Only a faulty or
-            # hostile peer does; rebuild from the document so that every
-            # replica's indexes match its document exactly.
-            self.rebuild_indexes()
         return self.integrated(update)
 
     def _observer(self, put: Callable[[Any], None]) -> Callable[[ArrayEvent], None]:

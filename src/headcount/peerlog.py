@@ -156,6 +156,7 @@ class ReplicaLog:
         staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
         heads: list[Head] = []
         caught: dict[str, EquivocationError] = {}
+        held = (self.store.version_vector(event), self.store.pending_keys(event))
         for seg in segments:
             device = seg.head.device
             key = self.store.public_key(device)
@@ -167,7 +168,8 @@ class ReplicaLog:
                 continue
             pending = staged.get(device, [])
             try:
-                fresh = verify_segment(seg, key, self._known(event, device, pending), self.verify)
+                known = self._known(event, device, pending, held)
+                fresh = verify_segment(seg, key, known, self.verify)
             except GapError:
                 result.gaps += 1
                 continue
@@ -194,11 +196,19 @@ class ReplicaLog:
         return result
 
     def _known(
-        self, event: str, device: str, staged: list[tuple[LogEntry, bytes]]
+        self,
+        event: str,
+        device: str,
+        staged: list[tuple[LogEntry, bytes]],
+        held: tuple[Mapping[str, int], set[tuple[str, int]]],
     ) -> Callable[[int], bytes | None]:
+        vv, pending = held
+
         def known(seq: int) -> bytes | None:
             if staged and staged[0][0].seq <= seq <= staged[-1][0].seq:
                 return staged[seq - staged[0][0].seq][1]
+            if seq > vv.get(device, 0) and (device, seq) not in pending:
+                return None  # not held here: no need to ask the database
             return self.store.hash_of(event, device, seq)
 
         return known

@@ -472,22 +472,23 @@ class Replica:
         Undecodable entries go to ``rejected``."""
         applied: list[LogEntry] = []
         progress = True
-        while progress:
-            progress = False
-            for key in sorted(waiting, key=lambda k: (waiting[k].hlc, k)):
-                entry = waiting[key]
-                if entry.seq != have.get(entry.device, 0) + 1:
-                    continue
-                try:
-                    ok = ev.doc.apply_remote(entry.update)
-                except RemoteProtocolError as exc:
-                    rejected.append((waiting.pop(key), exc.message))
-                    continue
-                if ok:
-                    self.clock.observe(max(entry.hlc, self.clock.last), self.wall_clock())
-                    have[entry.device] = entry.seq
-                    applied.append(waiting.pop(key))
-                    progress = True
+        with ev.doc.observing():  # one observer registration for the whole batch
+            while progress:
+                progress = False
+                for key in sorted(waiting, key=lambda k: (waiting[k].hlc, k)):
+                    entry = waiting[key]
+                    if entry.seq != have.get(entry.device, 0) + 1:
+                        continue
+                    try:
+                        ok = ev.doc.apply_remote(entry.update)
+                    except RemoteProtocolError as exc:
+                        rejected.append((waiting.pop(key), exc.message))
+                        continue
+                    if ok:
+                        self.clock.observe(max(entry.hlc, self.clock.last), self.wall_clock())
+                        have[entry.device] = entry.seq
+                        applied.append(waiting.pop(key))
+                        progress = True
         return applied
 
     # -- snapshots ------------------------------------------------------

@@ -274,6 +274,10 @@ class Store:
                 ],
             )
 
+    def pending_keys(self, event: str) -> set[tuple[str, int]]:
+        rows = self.db.execute("SELECT device, seq FROM pending WHERE event=?", (event,))
+        return {(d, s) for d, s in rows}
+
     def pending(self, event: str) -> list[LogEntry]:
         rows = self.db.execute(
             "SELECT device, seq, hlc, upd, prev FROM pending WHERE event=? ORDER BY device, seq",
