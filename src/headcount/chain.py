@@ -209,3 +209,74 @@ def _equivocation(head: Head, seq: int) -> EquivocationError:
         device=head.device,
         seq=seq,
     )
+
+
+@dataclass(slots=True)
+class VerifiedBatch:
+    """What :func:`verify_batch` found; nothing has been applied yet."""
+
+    staged: dict[str, list[tuple[LogEntry, bytes]]]
+    heads: list[Head]
+    caught: dict[str, EquivocationError]
+    gaps: int = 0
+    duplicates: int = 0
+
+
+def verify_batch(
+    event: str,
+    segments: Sequence[Segment],
+    *,
+    public_key: Callable[[str], bytes | None],
+    skip: Callable[[str], bool],
+    known: Callable[[str, int], bytes | None],
+    verify: Verifier = ed25519_verify,
+    hasher: Callable[[LogEntry], bytes] = entry_hash,
+) -> VerifiedBatch:
+    """Verify every segment of one message before anything is applied.
+
+    Args:
+        public_key: ``device -> raw key`` from the directory (None: unknown).
+        skip: devices whose segments are ignored (quarantined).
+        known: ``(device, seq) -> hash`` the receiver already holds.
+
+    Returns:
+        The fresh entries per device (with their hashes), the heads to
+        record, the equivocations caught, and counts of gaps and duplicates.
+        A later segment of the same device chains onto earlier staged ones.
+
+    Raises:
+        RemoteProtocolError: an unknown device, a segment of another event, a
+            bad signature or a broken chain: the whole message is refused.
+    """
+    out = VerifiedBatch({}, [], {})
+    for seg in segments:
+        device = seg.head.device
+        key = public_key(device)
+        if key is None:
+            raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
+        if seg.head.event != event:
+            raise RemoteProtocolError("segment of another event", code="malformed")
+        if skip(device) or device in out.caught:
+            continue
+        pending = out.staged.get(device, [])
+
+        def have(seq: int, device: str = device, pending: list = pending) -> bytes | None:
+            if pending and pending[0][0].seq <= seq <= pending[-1][0].seq:
+                return pending[seq - pending[0][0].seq][1]
+            return known(device, seq)
+
+        try:
+            fresh = verify_segment(seg, key, have, verify, hasher)
+        except GapError:
+            out.gaps += 1
+            continue
+        except EquivocationError as exc:
+            out.caught[device] = exc
+            continue
+        out.duplicates += len(seg.entries) - len(fresh)
+        if fresh:
+            out.staged.setdefault(device, []).extend(fresh)
+        out.heads.append(seg.head)
+    for device in out.caught:
+        out.staged.pop(device, None)
+    return out

@@ -16,15 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .chain import (
     ZERO_HASH,
-    EquivocationError,
-    GapError,
     Head,
     Segment,
     Verifier,
     ed25519_verify,
     entry_hash,
     sign_head,
-    verify_segment,
+    verify_batch,
 )
 from .errors import LocalProtocolError, RemoteProtocolError
 from .model import LogEntry
@@ -198,44 +196,26 @@ class MemLog:
 
     def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
         """Verify every segment, then apply them all (nothing on error)."""
-        result = IngestResult()
-        staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
-        heads: list[Head] = []
-        caught: dict[str, EquivocationError] = {}
-        for seg in segments:
-            device = seg.head.device
-            key = self.directory.get(device)
-            if key is None:
-                raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
-            if seg.head.event != event:
-                raise RemoteProtocolError("segment of another event", code="malformed")
-            if (event, device) in self.equivocators or device in caught:
-                continue
-            chain = self.chains.get(event, {}).get(device) or _Chain()
-            pending = staged.get(device, [])
+        chains = self.chains.get(event, {})
 
-            def known(seq: int, chain: _Chain = chain, pending: list = pending) -> bytes | None:
-                have = chain.known(seq)
-                if have is None and pending and seq <= pending[-1][0].seq:
-                    return pending[seq - pending[0][0].seq][1]
-                return have
+        def known(device: str, seq: int) -> bytes | None:
+            chain = chains.get(device)
+            return chain.known(seq) if chain is not None else (ZERO_HASH if seq == 0 else None)
 
-            try:
-                fresh = verify_segment(seg, key, known, self.verify, self.hasher)
-            except GapError:
-                result.gaps += 1
-                continue
-            except EquivocationError as exc:
-                caught[device] = exc
-                continue
-            result.duplicates += len(seg.entries) - len(fresh)
-            if fresh:
-                staged.setdefault(device, []).extend(fresh)
-            heads.append(seg.head)
+        batch = verify_batch(
+            event,
+            segments,
+            public_key=self.directory.get,
+            skip=lambda device: (event, device) in self.equivocators,
+            known=known,
+            verify=self.verify,
+            hasher=self.hasher,
+        )
+        result = IngestResult(gaps=batch.gaps, duplicates=batch.duplicates)
+        staged, heads, caught = batch.staged, batch.heads, batch.caught
         # Everything verified: only now change state.
         for device, exc in caught.items():
             self.equivocators.add((event, device))
-            staged.pop(device, None)
             result.equivocations.append(exc)
         for device, fresh in staged.items():
             chain = self._chain(event, device)

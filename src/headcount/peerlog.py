@@ -15,17 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 from . import compaction
 from .chain import (
-    EquivocationError,
-    GapError,
     Head,
     Segment,
     Verifier,
     ed25519_verify,
     entry_hash,
     sign_head,
-    verify_segment,
+    verify_batch,
 )
-from .errors import BehindHorizonError, HeadcountError, RemoteProtocolError, StoreError
+from .errors import BehindHorizonError, HeadcountError, StoreError
 from .model import LogEntry
 from .replica import Replica
 from .session import IngestResult
@@ -151,39 +149,27 @@ class ReplicaLog:
     # -- incoming -------------------------------------------------------------
 
     def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
-        result = IngestResult()
         quarantined = self.store.quarantined(event)
-        staged: dict[str, list[tuple[LogEntry, bytes]]] = {}
-        heads: list[Head] = []
-        caught: dict[str, EquivocationError] = {}
-        held = (self.store.version_vector(event), self.store.pending_keys(event))
-        for seg in segments:
-            device = seg.head.device
-            key = self.store.public_key(device)
-            if key is None:
-                raise RemoteProtocolError(f"unknown device {device}", code="unknown_device")
-            if seg.head.event != event:
-                raise RemoteProtocolError("segment of another event", code="malformed")
-            if device in quarantined or device in caught:
-                continue
-            pending = staged.get(device, [])
-            try:
-                known = self._known(event, device, pending, held)
-                fresh = verify_segment(seg, key, known, self.verify)
-            except GapError:
-                result.gaps += 1
-                continue
-            except EquivocationError as exc:
-                caught[device] = exc
-                continue
-            result.duplicates += len(seg.entries) - len(fresh)
-            if fresh:
-                staged.setdefault(device, []).extend(fresh)
-            heads.append(seg.head)
+        vv, pending = self.store.version_vector(event), self.store.pending_keys(event)
+
+        def known(device: str, seq: int) -> bytes | None:
+            if seq > vv.get(device, 0) and (device, seq) not in pending:
+                return None  # not held here: no need to ask the database
+            return self.store.hash_of(event, device, seq)
+
+        batch = verify_batch(
+            event,
+            segments,
+            public_key=self.store.public_key,
+            skip=quarantined.__contains__,
+            known=known,
+            verify=self.verify,
+        )
+        result = IngestResult(gaps=batch.gaps, duplicates=batch.duplicates)
+        staged, heads, caught = batch.staged, batch.heads, batch.caught
         # Everything verified: only now change state.
         for device, exc in caught.items():
             self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
-            staged.pop(device, None)
             result.equivocations.append(exc)
         entries = [e for device in staged for e, _ in staged[device]]
         if entries:
@@ -194,21 +180,3 @@ class ReplicaLog:
         if kept and event in self.replica.events():
             self.store.add_heads(kept)
         return result
-
-    def _known(
-        self,
-        event: str,
-        device: str,
-        staged: list[tuple[LogEntry, bytes]],
-        held: tuple[Mapping[str, int], set[tuple[str, int]]],
-    ) -> Callable[[int], bytes | None]:
-        vv, pending = held
-
-        def known(seq: int) -> bytes | None:
-            if staged and staged[0][0].seq <= seq <= staged[-1][0].seq:
-                return staged[seq - staged[0][0].seq][1]
-            if seq > vv.get(device, 0) and (device, seq) not in pending:
-                return None  # not held here: no need to ask the database
-            return self.store.hash_of(event, device, seq)
-
-        return known
