@@ -199,3 +199,46 @@ def test_a_revocation_published_by_an_admin_cuts_the_device_off(tmp_path, clock)
     assert codes.count("revoked") >= 2  # cut off, then every reconnection refused
     admin.close()
     gate.close()
+
+
+def test_nodes_sync_over_websocket_with_mutual_tls(tmp_path, clock):
+    """A gate reaching the admin only through wss:// (networks where only
+    HTTP passes), certificates checked on both sides."""
+    org = init_org(tmp_path / "org", "Example Events")
+    other = init_org(tmp_path / "other", "Example Events")
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    intruder = _device(tmp_path, other, "intruder", Role.GATE, clock)
+    admin.create_event(EV, "Conf")
+    admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(20)])
+
+    async def main():
+        a = _node(admin, [])
+        a.config.ws_port = 0
+        await a.start()
+        url = f"wss://127.0.0.1:{a.ws_port}/sync"
+        g = _node(gate, [])
+        g.config.ws_peers = [url]
+        await g.start()
+        bad = _node(intruder, [])
+        bad.config.ws_peers = [url]
+        await bad.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while not (EV in gate.events() and gate.status(EV).participants == 20):
+            assert loop.time() < deadline, "the event never reached the gate over wss"
+            await asyncio.sleep(0.05)
+        gate.check_in(EV, "p4")
+        g.local_write(EV)
+        while admin.version_vector(EV) != gate.version_vector(EV):
+            assert loop.time() < deadline, "the scan never reached the admin over wss"
+            await asyncio.sleep(0.05)
+        for node in (bad, g, a):
+            await node.stop()
+        return [link for link in a.links]
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert admin.event(EV).attendance("p4").check_in is not None
+    assert EV not in intruder.events()  # the other organisation's device got nothing
+    for r in (admin, gate, intruder):
+        r.close()

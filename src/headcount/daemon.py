@@ -41,6 +41,8 @@ class DaemonConfig:
     peers: list[tuple[str, int]] = field(default_factory=list)
     discovery: bool = False
     interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    ws_port: int | None = None
+    ws_peers: list[str] = field(default_factory=list)
     gossip_interval: float = 5.0
     fanout: int = 2
     batch_bytes: int = 256 * 1024
@@ -68,7 +70,9 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
             raise InputError(f"configuration file not found: {path}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{path} is not valid TOML: {exc}") from None
-    net = _section(raw, "network", {"listen", "peers", "discovery", "interfaces"})
+    net = _section(
+        raw, "network", {"listen", "peers", "discovery", "interfaces", "websocket", "ws_peers"}
+    )
     sync = _section(
         raw,
         "sync",
@@ -96,7 +100,16 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
         peers=[_address(p, "network.peers") for p in _list(net, "peers")],
         discovery=_typed(net, "discovery", bool, False),
         interfaces=[str(i) for i in _list(net, "interfaces")] or ["127.0.0.1"],
+        ws_peers=[str(u) for u in _list(net, "ws_peers")],
     )
+    if "websocket" in net:
+        ws_port = _typed(net, "websocket", int, 0)
+        if not 0 <= ws_port <= 65535:
+            raise InputError("network.websocket must be a port number (0 picks one)")
+        config.ws_port = ws_port
+    for url in config.ws_peers:
+        if not url.startswith("wss://"):
+            raise InputError(f"network.ws_peers: {url!r} is not a wss:// URL")
     for key in (
         "gossip_interval",
         "keepalive_interval",
@@ -195,6 +208,8 @@ class Daemon:
             backoff_base=config.backoff_base,
             backoff_max=config.backoff_max,
             session=session,
+            ws_port=config.ws_port,
+            ws_peers=config.ws_peers,
         )
         self.node = Node(
             self.replica,

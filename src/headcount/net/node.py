@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+from aiohttp import web
 from cryptography import x509
 
 from ..errors import HeadcountError
@@ -31,6 +33,7 @@ from ..pki_verify import PeerIdentity, verify_peer_certificate
 from ..replica import Replica
 from ..session import Applied, Effect, PeerIdentified, Session, SessionConfig
 from .stream import StreamPeer
+from .websocket import WebSocketPeer, dial, sync_app
 
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -40,6 +43,8 @@ class NodeConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
     peers: list[tuple[str, int]] = field(default_factory=list)
+    ws_port: int | None = None  # also serve WebSocket (wss://host:port/sync); 0 picks a port
+    ws_peers: list[str] = field(default_factory=list)  # wss:// URLs to keep connected
     gossip_interval: float = 5.0
     fanout: int = 2
     backoff_base: float = 0.5
@@ -52,7 +57,7 @@ class NodeConfig:
 class Link:
     """One connection and what we know about it."""
 
-    peer: StreamPeer
+    peer: StreamPeer | WebSocketPeer
     outbound: bool
     address: tuple[str, int] | None
     identity: PeerIdentity | None = None
@@ -103,6 +108,9 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._unlinked = asyncio.Event()  # set whenever a link ends
+        self._ws_runner: web.AppRunner | None = None
+        self.ws_port: int | None = None
+        self._pending_ws: dict[int, PeerIdentity] = {}
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -115,8 +123,12 @@ class Node:
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.ws_port is not None:
+            await self._serve_websocket()
         for address in self.config.peers:
             self.add_peer(*address)
+        for url in self.config.ws_peers:
+            self._spawn(self._maintain_ws(url))
         self._spawn(self._gossip())
 
     async def stop(self) -> None:
@@ -132,6 +144,8 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._ws_runner is not None:
+            await self._ws_runner.cleanup()
 
     def add_peer(self, host: str, port: int) -> None:
         """Keep a connection to ``host:port`` (static peer or discovered)."""
@@ -246,6 +260,14 @@ class Node:
     def _authenticate(self, writer: asyncio.StreamWriter) -> PeerIdentity:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        return self._admit(der)
+
+    def _admit(self, der: bytes | None) -> PeerIdentity:
+        """Check a peer certificate (any transport) and trust the device.
+
+        Raises:
+            HeadcountError: refused (the code says why).
+        """
         identity = verify_peer_certificate(
             der, self.org_ca, int(time.time() * 1000), self.revocations()
         )
@@ -260,6 +282,77 @@ class Node:
             der, self.org_ca, int(time.time() * 1000), self.revocations()
         )
         return peer.device_id, peer.public_key_raw, peer.role.value
+
+    # -- WebSocket ----------------------------------------------------------------
+
+    async def _serve_websocket(self) -> None:
+        app = sync_app(self._ws_session, self._on_effect, self._on_ws_inbound)
+        self._ws_runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._ws_runner.setup()
+        site = web.TCPSite(
+            self._ws_runner,
+            self.config.listen_host,
+            self.config.ws_port,
+            ssl_context=self.server_ctx,
+        )
+        await site.start()
+        self.ws_port = self._ws_runner.addresses[0][1]
+
+    def _ws_session(self, der: bytes | None) -> Session | None:
+        """A session for a WebSocket peer whose certificate verifies, else None."""
+        if len(self.links) >= self.config.max_connections:
+            return None
+        try:
+            identity = self._admit(der)
+        except HeadcountError as exc:
+            self.rejected.append(("websocket", exc.code))
+            return None
+        session = Session(
+            self.log, time.monotonic(), self.config.session, expect_peer=identity.device_id
+        )
+        self._pending_ws[id(session)] = identity
+        return session
+
+    def _on_ws_inbound(self, peer: WebSocketPeer) -> None:
+        self._on_ws_peer(peer, outbound=False)
+
+    def _on_ws_peer(self, peer: WebSocketPeer, outbound: bool) -> Link:
+        identity = self._pending_ws.pop(id(peer.session), None)
+        link = Link(peer, outbound, None, identity)
+        self.links.append(link)
+
+        async def cleanup() -> None:
+            await peer.closed.wait()
+            if link in self.links:
+                self.links.remove(link)
+            self._unlinked.set()
+
+        self._spawn(cleanup())
+        return link
+
+    async def _maintain_ws(self, url: str) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                peer = await dial(
+                    url,
+                    self._ws_session,
+                    self._on_effect,
+                    ssl_context=self.client_ctx,
+                    max_frame=self.config.session.max_frame,
+                )
+                if peer is not None:
+                    self._on_ws_peer(peer, outbound=True)
+                    await peer.run()
+                    failures = 0 if peer.session.status.last_sync is not None else failures + 1
+                else:
+                    failures += 1
+            except (OSError, ssl.SSLError, TimeoutError, aiohttp.ClientError):
+                failures += 1
+            if self._stopping:
+                break
+            delay = min(self.config.backoff_max, self.config.backoff_base * 2**failures)
+            await asyncio.sleep(delay * self.rng.uniform(0.5, 1.5))
 
     # -- effects and gossip ---------------------------------------------------
 
