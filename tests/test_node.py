@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -11,15 +12,16 @@ from headcount import Replica, Role
 from headcount.net.node import Node, NodeConfig
 from headcount.pki import enroll, init_org
 from headcount.pki_device import install_certificate, load_device_certificate, ssl_context
+from headcount.pki_verify import verify_peer_certificate
 from headcount.session import Applied
 
 EV = "ev"
 
 
-def _device(tmp: Path, org, name: str, role: Role, clock) -> Replica:
+def _device(tmp: Path, org, name: str, role: Role, clock, events=("*",)) -> Replica:
     Replica.init(tmp / name, role=role, name=name)
     replica = Replica.open(tmp / name, wall_clock=clock)
-    cert = enroll(org, replica.identity.public_key_raw, replica.device_id, role, ["*"])
+    cert = enroll(org, replica.identity.public_key_raw, replica.device_id, role, list(events))
     install_certificate(
         tmp / name,
         cert.public_bytes(serialization.Encoding.PEM),
@@ -29,7 +31,8 @@ def _device(tmp: Path, org, name: str, role: Role, clock) -> Replica:
 
 
 def _node(replica: Replica, peers: list[tuple[str, int]]) -> Node:
-    _, ca = load_device_certificate(replica.data_dir)
+    cert, ca = load_device_certificate(replica.data_dir)
+    own = verify_peer_certificate(cert, ca, int(time.time() * 1000))
     config = NodeConfig(peers=peers, gossip_interval=0.2, backoff_base=0.05, backoff_max=0.5)
     return Node(
         replica,
@@ -37,6 +40,7 @@ def _node(replica: Replica, peers: list[tuple[str, int]]) -> Node:
         ssl_context(replica.data_dir, server_side=True),
         ssl_context(replica.data_dir, server_side=False),
         ca,
+        own_identity=own,
     )
 
 
@@ -242,3 +246,33 @@ def test_nodes_sync_over_websocket_with_mutual_tls(tmp_path, clock):
     assert EV not in intruder.events()  # the other organisation's device got nothing
     for r in (admin, gate, intruder):
         r.close()
+
+
+def test_a_gate_receives_only_the_events_it_is_enrolled_for(tmp_path, clock):
+    org = init_org(tmp_path / "org", "Example Events")
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = _device(tmp_path, org, "gate", Role.GATE, clock, events=[EV])
+    admin.create_event(EV, "Conf")
+    admin.create_event("secret", "Board meeting")
+    admin.import_participants("secret", [{"id": "ceo", "name": "C"}])
+
+    async def main():
+        a = _node(admin, [])
+        await a.start()
+        g = _node(gate, [("127.0.0.1", a.port)])
+        await g.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while EV not in gate.events():
+            assert loop.time() < deadline, "the allowed event never arrived"
+            await asyncio.sleep(0.05)
+        for link in a.links:  # a few anti-entropy rounds that would carry it
+            await link.peer.anti_entropy()
+        await asyncio.sleep(0.3)
+        for node in (g, a):
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert gate.events() == [EV]
+    admin.close()
+    gate.close()

@@ -24,7 +24,7 @@ from .net.control import ControlServer
 from .net.node import Node, NodeConfig
 from .pki_device import load_device_certificate, ssl_context
 from .pki_revocation import RevocationList
-from .pki_verify import ca_key_id
+from .pki_verify import ca_key_id, verify_peer_certificate
 from .replica import Replica
 from .session import SessionConfig
 
@@ -192,7 +192,8 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.replica = Replica.open(config.data_dir)
-        _, ca = load_device_certificate(config.data_dir)
+        cert, ca = load_device_certificate(config.data_dir)
+        own = verify_peer_certificate(cert, ca, self.replica.wall_clock())
         session = SessionConfig(
             batch_bytes=config.batch_bytes,
             keepalive_interval=config.keepalive_interval,
@@ -218,6 +219,7 @@ class Daemon:
             ssl_context(config.data_dir, server_side=False),
             ca,
             revocations=lambda: published_revocations(self.replica, ca),
+            own_identity=own,
         )
         self.control = ControlServer(self, config.control_socket)
         self.discovery: Any = None

@@ -27,7 +27,7 @@ becomes a ``Goodbye`` and a :class:`Close` effect, and changes no state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -226,6 +226,9 @@ class Session:
         config: limits and intervals.
         expect_peer: if set, the device id the peer must announce (the
             transport authenticated it); anything else is a protocol error.
+        scope: which events this session may carry (both devices' certificates
+            must allow them); others are never offered, and a peer that sends
+            one is in breach (``forbidden_event``). None: every event.
     """
 
     def __init__(
@@ -234,10 +237,12 @@ class Session:
         now: float,
         config: SessionConfig | None = None,
         expect_peer: str | None = None,
+        scope: Callable[[str], bool] | None = None,
     ) -> None:
         self.log = log
         self.config = config or SessionConfig()
         self.expect_peer = expect_peer
+        self.scope = scope
         self.state = State.IDLE
         self.decoder = FrameDecoder(self.config.max_frame)
         self.status = PeerStatus()
@@ -259,8 +264,14 @@ class Session:
         if self.state is not State.IDLE:
             raise LocalProtocolError(f"start() in state {self.state}")
         self.state = State.HANDSHAKE
-        effects = self._send([Hello(self.log.device_id, tuple(self.log.events()))], now)
+        effects = self._send([Hello(self.log.device_id, tuple(self._events()))], now)
         return effects + self.receive_data(b"", now)
+
+    def _events(self) -> list[str]:
+        return [e for e in self.log.events() if self._allowed(e)]
+
+    def _allowed(self, event: str) -> bool:
+        return self.scope is None or self.scope(event)
 
     def receive_data(self, data: bytes, now: float) -> list[Effect]:
         """Feed bytes from the peer; returns the effects to carry out."""
@@ -286,6 +297,8 @@ class Session:
         """New local (or newly received) entries of ``event``: push them."""
         if self.state is not State.OPEN or not self.config.eager_push:
             return []
+        if not self._allowed(event):
+            return []
         if event not in self.peer_vv:
             return self._send([Summary(event, self.log.version_vector(event), True)], now)
         return self._pump(event, now)
@@ -296,7 +309,7 @@ class Session:
             return []
         self._next_anti_entropy = now + self.config.anti_entropy_interval
         messages: list[Message] = [
-            Summary(e, self.log.version_vector(e), True) for e in self.log.events()
+            Summary(e, self.log.version_vector(e), True) for e in self._events()
         ]
         return self._send(messages, now)
 
@@ -353,6 +366,11 @@ class Session:
 
     def _handle(self, message: Message, now: float) -> list[Effect]:
         kind = type(message)
+        event = getattr(message, "event", None)
+        if event is not None and not self._allowed(event):
+            raise RemoteProtocolError(
+                f"event {event!r} is outside this session's scope", code="forbidden_event"
+            )
         if kind not in _ALLOWED[self.state]:
             raise RemoteProtocolError(
                 f"{kind.__name__} is not allowed in state {self.state}", code="unexpected"
@@ -389,7 +407,7 @@ class Session:
         if hello.device == self.log.device_id:
             raise RemoteProtocolError("connected to ourselves", code="self")
         self.status.peer = hello.device
-        events = sorted(set(self.log.events()) | set(hello.events))
+        events = sorted(e for e in set(self.log.events()) | set(hello.events) if self._allowed(e))
         summaries: list[Message] = [Summary(e, self.log.version_vector(e), True) for e in events]
         certs = self.log.certificates()
         if certs:  # before any segment: the peer may need them to verify relayed entries

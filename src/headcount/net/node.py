@@ -91,6 +91,7 @@ class Node:
         org_ca: x509.Certificate,
         revocations: Callable[[], RevocationList | None] = lambda: None,
         rng: random.Random | None = None,
+        own_identity: PeerIdentity | None = None,
     ) -> None:
         self.replica = replica
         self.log = ReplicaLog(replica, vouch=self._vouch)
@@ -100,6 +101,7 @@ class Node:
         self.org_ca = org_ca
         self.revocations = revocations
         self.rng = rng or random.Random()
+        self.own_identity: PeerIdentity | None = own_identity
         self.links: list[Link] = []
         self.dialers: dict[tuple[str, int], Dialer] = {}
         self.rejected: list[tuple[str, str]] = []  # (address, reason) of refused peers
@@ -244,7 +246,11 @@ class Node:
             writer.close()
             return None
         session = Session(
-            self.log, time.monotonic(), self.config.session, expect_peer=identity.device_id
+            self.log,
+            time.monotonic(),
+            self.config.session,
+            expect_peer=identity.device_id,
+            scope=self._scope(identity),
         )
         link = Link(
             StreamPeer(session, reader, writer, self._on_effect), outbound, address, identity
@@ -261,6 +267,11 @@ class Node:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         return self._admit(der)
+
+    def _scope(self, peer: PeerIdentity) -> Callable[[str], bool]:
+        """Events both certificates allow: nothing else crosses this link."""
+        own = self.own_identity
+        return lambda event: peer.may_serve(event) and (own is None or own.may_serve(event))
 
     def _admit(self, der: bytes | None) -> PeerIdentity:
         """Check a peer certificate (any transport) and trust the device.
@@ -308,7 +319,11 @@ class Node:
             self.rejected.append(("websocket", exc.code))
             return None
         session = Session(
-            self.log, time.monotonic(), self.config.session, expect_peer=identity.device_id
+            self.log,
+            time.monotonic(),
+            self.config.session,
+            expect_peer=identity.device_id,
+            scope=self._scope(identity),
         )
         self._pending_ws[id(session)] = identity
         return session
