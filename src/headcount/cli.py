@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cliutil import command_group
 from .errors import HeadcountError, InputError
 from .hlc import DEFAULT_FUTURE_TOLERANCE_MS
 from .identity import Role, default_data_dir
@@ -146,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", default="", help="a display name, e.g. the gate's location")
 
-    ev = _group(sub, "event", "create and list events")
+    ev = command_group(sub, "event", "create and list events")
     p = cmd(ev, "create", _event_create, "create an event")
     p.add_argument("event", help="event id")
     p.add_argument("--name", default="", help="display name (default: the id)")
     p.add_argument("--schema", type=Path, help="TOML file extending the default field policies")
     cmd(ev, "list", _event_list, "list the events on this device")
 
-    pa = _group(sub, "participants", "import, edit and list participants")
+    pa = command_group(sub, "participants", "import, edit and list participants")
     p = cmd(
         pa,
         "import",
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd(sub, "attendance", _attendance, "list attendance records")
     p.add_argument("event")
 
-    cf = _group(sub, "config", "event configuration")
+    cf = command_group(sub, "config", "event configuration")
     p = cmd(cf, "set", _config_set, "set a configuration value (JSON, or a plain string)")
     p.add_argument("event")
     p.add_argument("key")
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd(sub, "status", _status, "counts, version vector and open conflicts")
     p.add_argument("event", nargs="?", help="one event (default: all)")
 
-    co = _group(sub, "conflicts", "manual-merge records")
+    co = command_group(sub, "conflicts", "manual-merge records")
     p = cmd(co, "list", _conflicts_list, "list open conflicts")
     p.add_argument("event")
     p.add_argument("--resolved", action="store_true", help="list past resolutions instead")
@@ -222,17 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
     register_sim(sub, cmd)  # headcount sim ...
     register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
     return parser
-
-
-def _group(sub: Any, name: str, help_: str) -> Any:
-    p = sub.add_parser(name, help=help_, description=help_)
-    p.set_defaults(handler=lambda _args, p=p: _usage(p))
-    return p.add_subparsers(title="commands", metavar="COMMAND")
-
-
-def _usage(parser: argparse.ArgumentParser) -> None:
-    parser.print_help(sys.stderr)
-    raise SystemExit(2)
 
 
 # -- handlers ------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from .cliutil import command_group
 from .errors import InputError
 from .identity import Role, default_data_dir, load_identity
 from .pki import (
@@ -57,7 +57,7 @@ Result = tuple[dict[str, Any], str]
 
 def register(sub: Any, cmd: Command) -> None:
     """Add the ``org`` and ``device`` command groups with the main CLI's ``cmd`` helper."""
-    org = _group(sub, "org", "the organisation's certificate authority (trust root)")
+    org = command_group(sub, "org", "the organisation's certificate authority (trust root)")
     p = cmd(org, "init", _org_init, "create the organisation CA key and certificate")
     p.add_argument("--org-dir", type=Path, required=True, help="where to keep the CA (0700)")
     p.add_argument("--name", required=True, help="the organisation's name")
@@ -65,7 +65,7 @@ def register(sub: Any, cmd: Command) -> None:
         "--days", type=int, default=DEFAULT_ORG_DAYS, help=f"validity (default {DEFAULT_ORG_DAYS})"
     )
 
-    dev = _group(sub, "device", "device certificates: enrol, install, show, revoke")
+    dev = command_group(sub, "device", "device certificates: enrol, install, show, revoke")
     cmd(dev, "pubkey", _device_pubkey, "print this device's public key (for `device enroll`)")
     p = cmd(dev, "enroll", _device_enroll, "issue a certificate for a device's existing key")
     p.add_argument("--org-dir", type=Path, required=True, help="the organisation's CA directory")
@@ -104,17 +104,6 @@ def register(sub: Any, cmd: Command) -> None:
     p.add_argument("--serial", help="revoke only this certificate (hex serial)")
     p.add_argument("--reason", default="", help="why (recorded in the list)")
     p.add_argument("--by", default="", help="who revokes (default: your user name)")
-
-
-def _group(sub: Any, name: str, help_: str) -> Any:
-    p = sub.add_parser(name, help=help_, description=help_)
-    p.set_defaults(handler=lambda _args, p=p: _usage(p))
-    return p.add_subparsers(title="commands", metavar="COMMAND")
-
-
-def _usage(parser: argparse.ArgumentParser) -> None:
-    parser.print_help(sys.stderr)
-    raise SystemExit(2)
 
 
 # -- handlers ------------------------------------------------------------------
