@@ -147,6 +147,8 @@ class MemLog:
     # -- LogView ------------------------------------------------------------
 
     def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
+        if vv == self._vv.get(event, {}):
+            return []  # the common "anything else?" call, answered without a scan
         out: list[Segment] = []
         budget = max_bytes
         chains = self.chains.get(event, {})

@@ -256,6 +256,7 @@ class Session:
         self._snapshots: dict[str, tuple[bytearray, tuple[Head, ...], int]] = {}
         self._progress: dict[str, float] = {}  # last ack, or first send after idle, per event
         self._resynced: dict[str, float] = {}  # last time sent_vv fell back to peer_vv
+        self._pending: dict[str, int] = {}  # entries the peer lacks, per event
 
     # -- inputs --------------------------------------------------------------
 
@@ -426,7 +427,7 @@ class Session:
         effects = self._pump(event, now)
         if summary.reply:
             effects += self._send([Summary(event, self.log.version_vector(event), False)], now)
-        self._update_status(now)
+        self._update_status(now, event)
         return effects
 
     def _on_segments(self, message: Segments, now: float) -> list[Effect]:
@@ -450,7 +451,7 @@ class Session:
         self._progress[event] = now
         self._resync(event, now)
         effects = self._pump(event, now)
-        self._update_status(now)
+        self._update_status(now, event)
         return effects
 
     def _record(self, event: str, vv: Mapping[str, int]) -> None:
@@ -596,13 +597,16 @@ class Session:
         self.status.error = f"{code}: {message}"
         return [*effects, Close(code)]
 
-    def _update_status(self, now: float) -> None:
-        pending = 0
-        in_flight = False
-        for event, peer in self.peer_vv.items():
-            mine = self.log.version_vector(event)
-            pending += sum(max(0, n - peer.get(d, 0)) for d, n in mine.items())
-            in_flight = in_flight or self.in_flight.get(event, 0) > 0
+    def _update_status(self, now: float, event: str) -> None:
+        """Recount what the peer lacks of ``event`` (the others did not change)."""
+        mine = self.log.version_vector(event)
+        peer = self.peer_vv.get(event, {})
+        if mine == peer:
+            self._pending[event] = 0
+        else:
+            self._pending[event] = sum(max(0, n - peer.get(d, 0)) for d, n in mine.items())
+        pending = sum(self._pending.values())
+        in_flight = any(self.in_flight.values())
         self.status.pending_entries = pending
         if pending == 0:
             self.status.status = SyncStatus.SYNCED
