@@ -23,6 +23,7 @@ from .errors import HeadcountError, InputError
 from .hlc import DEFAULT_FUTURE_TOLERANCE_MS
 from .identity import Role, default_data_dir
 from .pki_cli import register as register_pki
+from .relay.token_cli import register as register_token
 from .replica import Replica
 from .schema import load_schema_file
 from .sim.cli import register as register_sim
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd(sub, "retry", _retry, "make a running gate daemon retry failing peers now")
     register_sim(sub, cmd)  # headcount sim ...
     register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
+    register_token(sub, cmd)  # headcount token secret/issue (the relay's HTTP API)
     return parser
 
 
