@@ -221,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd(sub, "run", _run, "run the gate daemon (sync with peers; Ctrl-C or SIGTERM stops)")
     p.add_argument("--config", type=Path, help="TOML configuration (see docs/gate.md)")
     cmd(sub, "retry", _retry, "make a running gate daemon retry failing peers now")
+    p = cmd(
+        sub,
+        "relay",
+        _relay,
+        "run a relay: store-and-forward hub for gates, HTTP API, metrics (SIGTERM stops)",
+    )
+    p.add_argument("--config", type=Path, help="TOML configuration (see docs/relay.md)")
     register_sim(sub, cmd)  # headcount sim ...
     register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
     register_token(sub, cmd)  # headcount token secret/issue (the relay's HTTP API)
@@ -253,6 +260,28 @@ def _run(args: argparse.Namespace) -> None:
         print(
             f"headcount gate {daemon.replica.device_id} listening on "
             f"{config.listen_host}:{daemon.node.port}",
+            flush=True,
+        )
+        await task
+
+    asyncio.run(main())
+
+
+def _relay(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from .relay.server import Relay, load_relay_config
+
+    relay = Relay(load_relay_config(args.config, args.data_dir))
+    ready = asyncio.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(relay.run(ready))
+        await ready.wait()
+        host = relay.config.https[0]
+        print(
+            f"headcount relay {relay.replica.device_id} serving https://{host}:"
+            f"{relay.https_port} (API, /sync, /metrics)",
             flush=True,
         )
         await task

@@ -296,6 +296,13 @@ class Node:
 
     # -- WebSocket ----------------------------------------------------------------
 
+    def websocket_routes(self, app: web.Application, path: str = "/sync") -> None:
+        """Serve this node's WebSocket sync on another aiohttp application
+        (the relay puts it beside its HTTP API on one TLS port)."""
+        sync = sync_app(self._ws_session, self._on_effect, self._on_ws_inbound, path=path)
+        for route in sync.router.routes():
+            app.router.add_route(route.method, path, route.handler)
+
     async def _serve_websocket(self) -> None:
         app = sync_app(self._ws_session, self._on_effect, self._on_ws_inbound)
         self._ws_runner = web.AppRunner(app, handle_signals=False, access_log=None)

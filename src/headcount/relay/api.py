@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,6 +42,9 @@ from .audit import AuditLog, AuditRecord
 from .ratelimit import RateLimit
 from .sync import ApiError, SyncRecord, apply, authorize, parse_request
 from .tokens import Claims, TokenAuthority, TokenError
+
+if TYPE_CHECKING:
+    from .ops import Metrics
 
 SYNC_PATH = "/api/attendance/sync"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -68,6 +72,8 @@ class _State:
     limits: ApiLimits
     clock: Callable[[], int]
     audit: AuditLog | None
+    metrics: Metrics | None = None
+    on_write: Callable[[str], None] | None = None
     rate: RateLimit = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +83,8 @@ class _State:
 _STATE = web.AppKey("headcount_relay_state", _State)
 # aiohttp >= 3.12 wants typed request keys; older versions take strings.
 _RID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+# The authenticated user, for access logs (see :mod:`.ops`).
+USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
 
 def create_app(
@@ -86,6 +94,8 @@ def create_app(
     limits: ApiLimits | None = None,
     audit: AuditLog | None = None,
     clock: Callable[[], int] = wall_clock_ms,
+    metrics: Metrics | None = None,
+    on_write: Callable[[str], None] | None = None,
 ) -> web.Application:
     """The HTTP API application.
 
@@ -96,12 +106,19 @@ def create_app(
             user, 1 MiB bodies, 500 records).
         audit: where sync requests are recorded (None: not recorded).
         clock: wall time in ms (token expiry, rate limit, timestamps).
+        metrics: counts sync outcomes, latency and rate-limit rejections
+            (:class:`.ops.Metrics`; None: not counted).
+        on_write: called with each event that received new scans (the relay
+            pushes them to the connected devices at once).
     """
     limits = limits or ApiLimits()
     # aiohttp's own bound is a backstop; the handler enforces the real one.
     app = web.Application(middlewares=[_envelope], client_max_size=limits.max_body_bytes + 1)
-    app[_STATE] = _State(replica, tokens, limits, clock, audit)
+    app[_STATE] = _State(replica, tokens, limits, clock, audit, metrics, on_write)
     app.router.add_post(SYNC_PATH, _sync)
+    from .reads import add_read_routes  # late: reads imports this module
+
+    add_read_routes(app)
     return app
 
 
@@ -151,8 +168,12 @@ async def _sync(request: web.Request) -> web.Response:
     now = state.clock()
     claims: Claims | None = None
     records: list[SyncRecord] = []
+    body = b""
+    status = 500
+    started = time.perf_counter()
     try:
         claims = _authenticate(state.tokens, request.headers.get("Authorization"), now)
+        request[USER_KEY] = claims.user
         wait = state.rate.take(claims.user, now)
         if wait:
             raise ApiError(
@@ -166,9 +187,18 @@ async def _sync(request: web.Request) -> web.Response:
         records = parse_request(body, state.limits.max_records)
         records = authorize(records, claims)
         result = apply(state.replica, records)
+        status = 200
+        if state.on_write is not None:  # push the new scans to connected devices now
+            for event in sorted({r.event for r in records}):
+                state.on_write(event)
     except ApiError as exc:
+        status = exc.status
         _audit(state, request, now, claims, records, exc.status, exc.code)
         raise
+    finally:
+        if state.metrics is not None:
+            elapsed = time.perf_counter() - started
+            state.metrics.observe_sync(status, elapsed, records=len(records), body_bytes=len(body))
     counts = (len(result.synced), len(result.conflicts), len(result.errors))
     _audit(state, request, now, claims, records, 200, "ok", counts)
     return web.json_response(result.to_json(_iso(now)))

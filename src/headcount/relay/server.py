@@ -1,0 +1,213 @@
+"""``headcount relay``: the store-and-forward hub and cloud bridge.
+
+One relay process holds a replica (role ``relay``) and serves, on one TLS
+port, both the WebSocket sync endpoint that gates and other relays connect to
+(mutual TLS with organisation certificates) and the HTTP API for systems that
+do not speak the peer protocol (JWT bearer tokens, no client certificate
+needed). It can also accept peer-protocol TCP connections and dial other
+relays, so relays chain. Every entry is stored durably and forwarded
+unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..daemon import published_revocations
+from ..errors import InputError
+from ..net.node import Node, NodeConfig
+from ..pki_device import load_device_certificate, ssl_context
+from ..pki_verify import verify_peer_certificate
+from ..replica import Replica
+from ..session import SessionConfig
+from .api import ApiLimits, create_app
+from .audit import AuditLog
+from .ops import Metrics, collect_from_node, install, node_serving, replica_open
+from .tokens import TokenAuthority, load_secret_file
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    data_dir: Path
+    https: tuple[str, int] = ("127.0.0.1", 8443)
+    tcp: tuple[str, int] | None = None
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    ws_peers: list[str] = field(default_factory=list)
+    token_secret: Path | None = None
+    rate_limit: int = 20
+    rate_window_s: int = 300
+    max_body_bytes: int = 1 << 20
+    gossip_interval: float = 5.0
+
+
+def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
+    """Read ``relay.toml`` (see docs/relay.md).
+
+    Raises:
+        InputError: unreadable file, unknown keys, bad values.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"configuration file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
+    known = {
+        "data_dir",
+        "https",
+        "tcp",
+        "peers",
+        "ws_peers",
+        "token_secret",
+        "rate_limit",
+        "rate_window_s",
+        "max_body_bytes",
+        "gossip_interval",
+    }
+    unknown = set(raw) - known
+    if unknown:
+        raise InputError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+    chosen = data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
+    if chosen is None:
+        raise InputError("no data directory: set data_dir in the file or pass --data-dir")
+    config = RelayConfig(Path(chosen))
+    if "https" in raw:
+        config.https = _address(raw["https"], "https")
+    if "tcp" in raw:
+        config.tcp = _address(raw["tcp"], "tcp")
+    config.peers = [_address(p, "peers") for p in _list(raw, "peers")]
+    config.ws_peers = [str(u) for u in _list(raw, "ws_peers")]
+    if "token_secret" in raw:
+        config.token_secret = Path(raw["token_secret"])
+    for key in ("rate_limit", "rate_window_s", "max_body_bytes"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{key} must be a positive integer")
+            setattr(config, key, value)
+    if "gossip_interval" in raw:
+        value = raw["gossip_interval"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise InputError("gossip_interval must be a positive number of seconds")
+        config.gossip_interval = float(value)
+    return config
+
+
+def _list(raw: dict[str, Any], key: str) -> list[Any]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise InputError(f"{key} must be a list")
+    return value
+
+
+def _address(text: Any, what: str) -> tuple[str, int]:
+    if not isinstance(text, str) or ":" not in text:
+        raise InputError(f"{what}: expected HOST:PORT, got {text!r}")
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise InputError(f"{what}: bad address {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class Relay:
+    """A running relay: replica + node + HTTPS (API and /sync)."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.replica = Replica.open(config.data_dir)
+        cert, ca = load_device_certificate(config.data_dir)
+        own = verify_peer_certificate(cert, ca, self.replica.wall_clock())
+        node_config = NodeConfig(
+            listen_host=(config.tcp or ("127.0.0.1", 0))[0],
+            listen_port=(config.tcp or ("127.0.0.1", 0))[1],
+            peers=config.peers,
+            ws_peers=config.ws_peers,
+            gossip_interval=config.gossip_interval,
+            session=SessionConfig(),
+        )
+        client_ctx = ssl_context(config.data_dir, server_side=False)
+        self.server_ctx = ssl_context(config.data_dir, server_side=True)
+        self.node = Node(
+            self.replica,
+            node_config,
+            ssl_context(config.data_dir, server_side=True),
+            client_ctx,
+            ca,
+            revocations=lambda: published_revocations(self.replica, ca),
+            own_identity=own,
+        )
+        # The HTTPS port serves JWT clients too: a client certificate is
+        # optional there, and /sync refuses a peer without one.
+        self.server_ctx.verify_mode = ssl.CERT_OPTIONAL
+        tokens = None
+        if config.token_secret is not None:
+            tokens = TokenAuthority(load_secret_file(config.token_secret))
+        limits = ApiLimits(
+            rate_requests=config.rate_limit,
+            rate_window_s=config.rate_window_s,
+            max_body_bytes=config.max_body_bytes,
+        )
+        self.audit = AuditLog(config.data_dir / "audit.db")
+        self.metrics = Metrics()
+        self.app = (
+            create_app(
+                self.replica,
+                tokens,
+                limits=limits,
+                audit=self.audit,
+                metrics=self.metrics,
+                on_write=self.node.local_write,
+            )
+            if tokens is not None
+            else web.Application()
+        )
+        self.node.websocket_routes(self.app)
+        install(
+            self.app,
+            self.metrics,
+            {"store": replica_open(self.replica), "node": node_serving(self.node)},
+        )
+        self.stopped = asyncio.Event()
+        self.https_port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopped.set)
+        try:
+            await self.node.start()
+            self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+            await self._runner.setup()
+            host, port = self.config.https
+            await web.TCPSite(self._runner, host, port, ssl_context=self.server_ctx).start()
+            self.https_port = self._runner.addresses[0][1]
+            if ready is not None:
+                ready.set()
+            while not self.stopped.is_set():  # refresh the gauges now and then
+                collect_from_node(self.metrics, self.node, self.replica)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), 5.0)
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.node.stop()
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+        self.audit.close()
+        self.replica.close()

@@ -1,0 +1,127 @@
+"""The relay process: gates sync through it over wss, and records posted to
+its HTTP API become entries that reach the gates."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from headcount import InputError, Replica, Role
+from headcount.pki import init_org
+from headcount.relay.server import Relay, load_relay_config
+from headcount.relay.tokens import TokenAuthority, create_secret_file
+from headcount.replica import wall_clock_ms
+
+from .test_node import EV, _device, _node
+
+
+def _client_ctx(org_dir: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(org_dir / "org.crt"))
+    ctx.check_hostname = False  # devices are named by id, not host name
+    return ctx
+
+
+def test_two_gates_on_separate_networks_converge_through_the_relay_and_the_api(tmp_path):
+    clock = wall_clock_ms  # the relay runs on the real clock: so must its peers
+    org = init_org(tmp_path / "org", "Example Events")
+    relay_replica = _device(tmp_path, org, "relay", Role.RELAY, clock)
+    north = _device(tmp_path, org, "north", Role.GATE, clock)
+    south = _device(tmp_path, org, "south", Role.GATE, clock)
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    admin.create_event(EV, "Conf")
+    admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(10)])
+    relay_replica.close()
+    secret = tmp_path / "jwt.secret"
+    tokens = TokenAuthority(create_secret_file(secret))
+    token = tokens.issue("p3", "user", [EV], now_s=int(time.time()), ttl_s=3600)
+
+    async def main():
+        config = load_relay_config(None, tmp_path / "relay")
+        config.https = ("127.0.0.1", 0)
+        config.token_secret = secret
+        config.gossip_interval = 0.2
+        relay = Relay(config)
+        ready = asyncio.Event()
+        task = asyncio.create_task(relay.run(ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        url = f"wss://127.0.0.1:{relay.https_port}/sync"
+        nodes = []
+        for replica in (admin, north, south):  # each reaches only the relay
+            node = _node(replica, [])
+            node.config.ws_peers = [url]
+            await node.start()
+            nodes.append(node)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not all(EV in r.events() and r.status(EV).participants == 10 for r in (north, south)):
+            assert loop.time() < deadline, "the event never reached both gates"
+            await asyncio.sleep(0.05)
+        scan = north.check_in(EV, "p1").scan
+        nodes[1].local_write(EV)
+        record = {
+            "id": str(uuid.uuid4()),
+            "facilityId": EV,
+            "deviceId": "phone-7",
+            "clockIn": "2026-11-24T08:00:00Z",
+            "clientTimestamp": "2026-11-24T08:00:00Z",
+            "syncVersion": 1,
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"https://127.0.0.1:{relay.https_port}/api/attendance/sync",
+                json={"records": [record]},
+                headers={"Authorization": f"Bearer {token}"},
+                ssl=_client_ctx(tmp_path / "org"),
+            ) as response:
+                body = await response.json()
+            async with http.get(
+                url.replace("wss", "https"),
+                ssl=_client_ctx(tmp_path / "org"),
+                headers={
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                },
+            ) as refused:
+                refused_status = refused.status  # no client certificate: no sync
+        while not (
+            scan.id in south.event(EV).doc.scans and record["id"] in south.event(EV).doc.scans
+        ):
+            assert loop.time() < deadline, "the scans never reached the south gate"
+            await asyncio.sleep(0.05)
+        for node in nodes:
+            await node.stop()
+        relay.stopped.set()
+        await asyncio.wait_for(task, 10)
+        return body, refused_status
+
+    body, refused_status = asyncio.run(asyncio.wait_for(main(), 60))
+    assert body["success"] is True and body["synced"] == 1
+    assert refused_status == 403
+    assert north.version_vector(EV) == south.version_vector(EV)
+    with Replica.open(tmp_path / "relay", read_only=True) as relay:
+        assert relay.version_vector(EV) == south.version_vector(EV)  # stored durably
+    for r in (admin, north, south):
+        r.close()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('https = "nope"', "HOST:PORT"),
+        ("rate_limit = 0", "positive integer"),
+        ("surprise = 1", "unknown configuration keys"),
+    ],
+)
+def test_bad_relay_configuration(tmp_path, text, message):
+    path = tmp_path / "relay.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(InputError, match=message):
+        load_relay_config(path, tmp_path)
