@@ -125,3 +125,129 @@ def test_bad_relay_configuration(tmp_path, text, message):
     path.write_text(text + "\n")
     with pytest.raises(InputError, match=message):
         load_relay_config(path, tmp_path)
+
+
+def _relay_config(tmp_path, name, secret=None, ws_peers=()):
+    config = load_relay_config(None, tmp_path / name)
+    config.https = ("127.0.0.1", 0)
+    config.token_secret = secret
+    config.gossip_interval = 0.2
+    config.ws_peers = list(ws_peers)
+    return config
+
+
+def test_two_chained_relays_carry_a_check_in_between_venues(tmp_path):
+    clock = wall_clock_ms
+    org = init_org(tmp_path / "org", "Example Events")
+    for name in ("cloud", "venue"):
+        _device(tmp_path, org, name, Role.RELAY, clock).close()
+    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    east = _device(tmp_path, org, "east", Role.GATE, clock)
+    west = _device(tmp_path, org, "west", Role.GATE, clock)
+    admin.create_event(EV, "Conf")
+    admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(5)])
+
+    async def main():
+        cloud = Relay(_relay_config(tmp_path, "cloud"))
+        ready = asyncio.Event()
+        tasks = [asyncio.create_task(cloud.run(ready))]
+        await asyncio.wait_for(ready.wait(), 10)
+        cloud_url = f"wss://127.0.0.1:{cloud.https_port}/sync"
+        venue = Relay(_relay_config(tmp_path, "venue", ws_peers=[cloud_url]))  # chained
+        ready = asyncio.Event()
+        tasks.append(asyncio.create_task(venue.run(ready)))
+        await asyncio.wait_for(ready.wait(), 10)
+        venue_url = f"wss://127.0.0.1:{venue.https_port}/sync"
+        nodes = []
+        for replica, url in ((admin, cloud_url), (east, venue_url), (west, cloud_url)):
+            node = _node(replica, [])
+            node.config.ws_peers = [url]
+            await node.start()
+            nodes.append(node)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not (EV in east.events() and east.status(EV).participants == 5):
+            assert loop.time() < deadline, "the event never crossed the relays"
+            await asyncio.sleep(0.05)
+        scan = east.check_in(EV, "p2").scan
+        nodes[1].local_write(EV)
+        while not (EV in west.events() and scan.id in west.event(EV).doc.scans):
+            assert loop.time() < deadline, "the scan never crossed the two relays"
+            await asyncio.sleep(0.05)
+        for node in nodes:
+            await node.stop()
+        for relay in (venue, cloud):
+            relay.stopped.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert west.version_vector(EV) == east.version_vector(EV)
+    for r in (admin, east, west):
+        r.close()
+
+
+def test_a_relay_killed_with_sigkill_loses_nothing_and_catches_up(tmp_path):
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    clock = wall_clock_ms
+    org = init_org(tmp_path / "org", "Example Events")
+    _device(tmp_path, org, "relay", Role.RELAY, clock).close()
+    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    gate.create_event(EV, "Conf")
+    gate.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(20)])
+
+    def start_relay(https_port: int):
+        toml = tmp_path / "relay.toml"
+        toml.write_text(
+            f'data_dir = "{tmp_path / "relay"}"\nhttps = "127.0.0.1:{https_port}"\n'
+            "gossip_interval = 0.2\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "headcount.cli", "relay", "--config", str(toml)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().decode() if ready else ""
+        assert "serving https://" in line, line + proc.stderr.read().decode()
+        return proc, int(line.split(":")[2].split(" ")[0])
+
+    proc, https_port = start_relay(0)
+    recorded: list[str] = []
+
+    async def sync_for_a_while(n: int):
+        node = _node(gate, [])
+        node.config.ws_peers = [f"wss://127.0.0.1:{https_port}/sync"]
+        await node.start()
+        for i in range(n):
+            recorded.append(gate.check_in(EV, f"p{i % 20}").scan.id)
+            node.local_write(EV)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:
+            with Replica.open(tmp_path / "relay", read_only=True) as r:
+                if EV in r.events() and r.version_vector(EV) == gate.version_vector(EV):
+                    break
+            assert loop.time() < deadline, "the relay never caught up"
+            await asyncio.sleep(0.1)
+        await node.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(sync_for_a_while(10), 60))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        with Replica.open(tmp_path / "relay", read_only=True) as r:  # nothing acknowledged lost
+            assert set(recorded) <= set(r.event(EV).doc.scans)
+        proc, https_port = start_relay(https_port)  # restart on the same port
+        asyncio.run(asyncio.wait_for(sync_for_a_while(10), 60))  # and it catches up again
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+    with Replica.open(tmp_path / "relay", read_only=True) as r:
+        assert set(recorded) <= set(r.event(EV).doc.scans)
+        assert r.version_vector(EV) == gate.version_vector(EV)
+    gate.close()
