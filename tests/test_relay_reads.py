@@ -345,3 +345,26 @@ def test_resolve_unknown_conflict_is_404(h: Harness) -> None:
         assert_error(st, data, 404, "unknown_conflict")
 
     h.run(body)
+
+
+def test_the_audit_trail_is_queryable_by_admins_only(h) -> None:
+    from tests.test_relay_api import post, record
+
+    async def body(client) -> None:
+        st, _, _ = await post(
+            client, h.token("p01"), {"records": [record()]}, headers={"X-Request-Id": "audit-1"}
+        )
+        assert st == 200
+        admin = {"Authorization": f"Bearer {h.token('boss', role='admin', events='*')}"}
+        resp = await client.get("/api/audit?user=p01", headers=admin)
+        data = (await resp.json())["data"]
+        assert resp.status == 200
+        assert [(r["requestId"], r["user"], r["synced"], r["outcome"]) for r in data] == [
+            ("audit-1", "p01", 1, "ok")
+        ]
+        resp = await client.get("/api/audit", headers={"Authorization": f"Bearer {h.token()}"})
+        assert resp.status == 403
+        resp = await client.get("/api/audit?from=yesterday", headers=admin)
+        assert resp.status == 400
+
+    h.run(body)

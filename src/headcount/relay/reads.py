@@ -98,6 +98,7 @@ def add_read_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/devices", _devices)
     app.router.add_get(f"{PREFIX}/conflicts", _conflicts)
     app.router.add_post(f"{PREFIX}/conflicts/{{conflict}}/resolve", _resolve)
+    app.router.add_get("/api/audit", _audit_trail)
 
 
 # -- common steps ----------------------------------------------------------------
@@ -447,3 +448,46 @@ async def _resolve(request: web.Request) -> web.Response:
             "openConflicts": len(ctx.replica.conflicts(ctx.event)),
         },
     )
+
+
+async def _audit_trail(request: web.Request) -> web.Response:
+    """``GET /api/audit?user=&outcome=&from=&to=&limit=``: who synced what,
+    when, from which devices, with which outcome (admin tokens only; times in
+    epoch milliseconds, ``from`` inclusive, ``to`` exclusive)."""
+    state = request.app[_STATE]
+    claims = _authenticate(state.tokens, request.headers.get("Authorization"), state.clock())
+    if claims.role is not UserRole.ADMIN:
+        raise ApiError(403, "forbidden", "the audit trail needs an admin token")
+    if state.audit is None:
+        raise ApiError(404, "no_audit", "this relay keeps no audit trail")
+    query = request.query
+    bounds: dict[str, int | None] = {}
+    for name in ("from", "to"):
+        raw = query.get(name)
+        if raw is not None and not raw.isdigit():
+            raise ApiError(400, "invalid_parameter", f"{name} must be epoch milliseconds")
+        bounds[name] = int(raw) if raw is not None else None
+    rows = state.audit.query(
+        user=query.get("user"),
+        outcome=query.get("outcome"),
+        since_ms=bounds["from"],
+        until_ms=bounds["to"],
+        limit=_limit(request),
+    )
+    data = [
+        {
+            "requestId": r.request_id,
+            "at": r.at_ms,
+            "user": r.user,
+            "role": r.role,
+            "devices": list(r.devices),
+            "records": r.records,
+            "synced": r.synced,
+            "conflicts": r.conflicts,
+            "errors": r.errors,
+            "status": r.status,
+            "outcome": r.outcome,
+        }
+        for r in rows
+    ]
+    return _ok(request, data)
