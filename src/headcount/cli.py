@@ -269,9 +269,14 @@ def _run(args: argparse.Namespace) -> None:
 
 def _relay(args: argparse.Namespace) -> None:
     import asyncio
+    import logging
 
+    from .relay.ops import JsonFormatter
     from .relay.server import Relay, load_relay_config
 
+    handler = logging.StreamHandler(sys.stderr)  # structured logs: one JSON object per line
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     relay = Relay(load_relay_config(args.config, args.data_dir))
     ready = asyncio.Event()
 
