@@ -14,23 +14,19 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from ..session import Applied, Close, Effect, EquivocationFound, PeerIdentified, Send, Session
+from ..session import Session
+from .driver import DRAIN_TIMEOUT, EffectHandler, SessionDriver
 
 READ_SIZE = 64 * 1024
-DRAIN_TIMEOUT = 10.0
-
-EffectHandler = Callable[["StreamPeer", Effect], None]
 
 
-class StreamPeer:
-    """One connection: a session, a reader and a writer.
+class StreamPeer(SessionDriver):
+    """One connection over an asyncio stream: a session, a reader and a writer.
 
     Args:
         session: a fresh (IDLE) session.
         reader, writer: the connected stream.
-        on_effect: called for every application effect (``Applied``,
-            ``EquivocationFound``, ``PeerIdentified``, ``Close``).
-        clock: monotonic seconds (injectable for tests).
+        on_effect, clock, drain_timeout: see :class:`SessionDriver`.
     """
 
     def __init__(
@@ -42,14 +38,10 @@ class StreamPeer:
         clock: Callable[[], float] = time.monotonic,
         drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
-        self.session = session
+        super().__init__(session, on_effect, clock, drain_timeout)
         self.reader = reader
         self.writer = writer
-        self.on_effect = on_effect
-        self.clock = clock
-        self.drain_timeout = drain_timeout
-        self.closed = asyncio.Event()
-        self.close_reason: str | None = None
+        self._wrote = False
 
     async def run(self) -> None:
         """Run until the session or the connection ends. Never raises for
@@ -65,57 +57,29 @@ class StreamPeer:
                     await self._apply(self.session.tick(self.clock()))
                     continue
                 if not data:
-                    self.session.connection_lost(self.clock())
-                    self._finish("connection closed by peer")
+                    self._lost("connection closed by peer")
                     break
                 await self._apply(self.session.receive_data(data, self.clock()))
         except (ConnectionError, OSError) as exc:
-            self.session.connection_lost(self.clock())
-            self._finish(f"connection error: {exc}")
+            self._lost(f"connection error: {exc}")
         finally:
             await self.aclose()
 
-    async def notify(self, event: str) -> None:
-        """New entries of ``event`` are available locally: push them."""
-        if not self.closed.is_set():
-            await self._apply(self.session.local_entries(event, self.clock()))
+    async def _send(self, data: bytes) -> bool:
+        self.writer.write(data)  # buffered; drained once per batch in _flush
+        self._wrote = True
+        return True
 
-    async def anti_entropy(self) -> None:
-        if not self.closed.is_set():
-            await self._apply(self.session.anti_entropy(self.clock()))
-
-    async def close(self) -> None:
-        if not self.closed.is_set():
-            await self._apply(self.session.close(self.clock()))
-
-    async def _apply(self, effects: list[Effect]) -> None:
-        wrote = False
-        for effect in effects:
-            if isinstance(effect, Send):
-                self.writer.write(effect.data)
-                wrote = True
-            elif isinstance(effect, Close):
-                if self.on_effect:
-                    self.on_effect(self, effect)
-                self._finish(effect.error or "closed")
-            elif (
-                isinstance(effect, Applied | EquivocationFound | PeerIdentified) and self.on_effect
-            ):
-                self.on_effect(self, effect)
-        if wrote:
-            try:
-                await asyncio.wait_for(self.writer.drain(), self.drain_timeout)
-            except TimeoutError:
-                self.session.connection_lost(self.clock())
-                self._finish("peer is not reading (write buffer did not drain)")
-            except (ConnectionError, OSError) as exc:
-                self.session.connection_lost(self.clock())
-                self._finish(f"connection error: {exc}")
-
-    def _finish(self, reason: str) -> None:
-        if not self.closed.is_set():
-            self.close_reason = reason
-            self.closed.set()
+    async def _flush(self) -> None:
+        if not self._wrote:
+            return
+        self._wrote = False
+        try:
+            await asyncio.wait_for(self.writer.drain(), self.drain_timeout)
+        except TimeoutError:
+            self._lost("peer is not reading (write buffer did not drain)")
+        except (ConnectionError, OSError) as exc:
+            self._lost(f"connection error: {exc}")
 
     async def aclose(self) -> None:
         self._finish("closed")

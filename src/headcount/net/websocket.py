@@ -26,26 +26,16 @@ from typing import Any
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..session import (
-    Applied,
-    Close,
-    Effect,
-    EquivocationFound,
-    PeerIdentified,
-    Send,
-    Session,
-    SyncStatus,
-)
+from ..session import Close, Send, Session, SyncStatus
 from ..wire import DEFAULT_MAX_FRAME
+from .driver import DRAIN_TIMEOUT, EffectHandler, SessionDriver
 
-DRAIN_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
 SYNC_PATH = "/sync"
 _MIN_WAIT = 1e-3  # aiohttp reads receive(timeout=0) as "no timeout"
 _FRAME_HEADER = 4  # the wire's length prefix
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-EffectHandler = Callable[["WebSocketPeer", Effect], None]
 SessionFactory = Callable[[bytes | None], Session | None]
 """Peer certificate (DER, None without TLS) -> the session to run, or None to refuse."""
 
@@ -63,7 +53,7 @@ def peer_certificate(source: Any) -> bytes | None:
     return ssl_object.getpeercert(binary_form=True) if ssl_object else None
 
 
-class WebSocketPeer:
+class WebSocketPeer(SessionDriver):
     """One connection: a session and an open WebSocket (either side).
 
     Same contract as :class:`~headcount.net.stream.StreamPeer`:
@@ -90,14 +80,9 @@ class WebSocketPeer:
         drain_timeout: float = DRAIN_TIMEOUT,
         owner: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.session = session
+        super().__init__(session, on_effect, clock, drain_timeout)
         self.ws = ws
-        self.on_effect = on_effect
-        self.clock = clock
-        self.drain_timeout = drain_timeout
         self.owner = owner
-        self.closed = asyncio.Event()
-        self.close_reason: str | None = None
 
     async def run(self) -> None:
         """Run until the session or the connection ends. Never raises for
@@ -117,20 +102,6 @@ class WebSocketPeer:
             self._lost(f"connection error: {exc}")
         finally:
             await self.aclose()
-
-    async def notify(self, event: str) -> None:
-        """New entries of ``event`` are available locally: push them."""
-        if not self.closed.is_set():
-            await self._apply(self.session.local_entries(event, self.clock()))
-
-    async def anti_entropy(self) -> None:
-        if not self.closed.is_set():
-            await self._apply(self.session.anti_entropy(self.clock()))
-
-    async def close(self) -> None:
-        """Close cleanly: ``Goodbye``, then the WebSocket closing handshake."""
-        if not self.closed.is_set():
-            await self._apply(self.session.close(self.clock()))
 
     async def aclose(self) -> None:
         self._finish("closed")
@@ -168,24 +139,6 @@ class WebSocketPeer:
             self.on_effect(self, Close(code))
         self._finish(f"{code}: {detail}")
 
-    def _lost(self, reason: str) -> None:
-        self.session.connection_lost(self.clock())
-        self._finish(reason)
-
-    async def _apply(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Send):
-                if not await self._send(effect.data):
-                    return
-            elif isinstance(effect, Close):
-                if self.on_effect:
-                    self.on_effect(self, effect)
-                self._finish(effect.error or "closed")
-            elif (
-                isinstance(effect, Applied | EquivocationFound | PeerIdentified) and self.on_effect
-            ):
-                self.on_effect(self, effect)
-
     async def _send(self, data: bytes) -> bool:
         """One frame, one message; False (and the peer dropped) if it failed."""
         if self.ws.closed:
@@ -200,11 +153,6 @@ class WebSocketPeer:
             self._lost(f"connection error: {exc}")
             return False
         return True
-
-    def _finish(self, reason: str) -> None:
-        if not self.closed.is_set():
-            self.close_reason = reason
-            self.closed.set()
 
 
 def sync_app(
