@@ -110,6 +110,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._unlinked = asyncio.Event()  # set whenever a link ends
+        self._notifying: set[tuple[int, str]] = set()  # (link, event) notifications queued
         self._ws_runner: web.AppRunner | None = None
         self.ws_port: int | None = None
         self._pending_ws: dict[int, PeerIdentity] = {}
@@ -162,8 +163,27 @@ class Node:
 
     def local_write(self, event: str) -> None:
         """Call after a local write: push it to every connected peer."""
+        self._push(event)
+
+    def _push(self, event: str, skip: object = None) -> None:
+        """Notify the links that may carry ``event``, at most one pending
+        notification per link and event: with a thousand links, a task per
+        link per applied batch would cost more than the sync itself."""
         for link in list(self.links):
-            self._spawn(link.peer.notify(event))
+            if link.peer is skip:
+                continue
+            scope = link.peer.session.scope
+            if scope is not None and not scope(event):
+                continue
+            key = (id(link.peer), event)
+            if key in self._notifying:
+                continue
+            self._notifying.add(key)
+            self._spawn(self._notify(link, key, event))
+
+    async def _notify(self, link: Link, key: tuple[int, str], event: str) -> None:
+        self._notifying.discard(key)  # later news schedules a fresh notification
+        await link.peer.notify(event)
 
     def status(self) -> list[dict[str, Any]]:
         out = []
@@ -380,9 +400,7 @@ class Node:
 
     def _on_effect(self, source: StreamPeer, effect: Effect) -> None:
         if isinstance(effect, Applied):
-            for link in list(self.links):  # forward at once (relays, multi-hop LANs)
-                if link.peer is not source:
-                    self._spawn(link.peer.notify(effect.event))
+            self._push(effect.event, skip=source)  # forward at once (relays, multi-hop LANs)
         elif isinstance(effect, PeerIdentified):
             self._drop_duplicate(source, effect.device)
 

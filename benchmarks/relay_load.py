@@ -1,0 +1,571 @@
+"""Relay under load: N simulated gates sync through one relay process over wss.
+
+The relay runs in its own process (the real :class:`headcount.relay.server.Relay`
+with its replica on disk). The gates are lightweight but speak the real
+protocol: each has its own Ed25519 key and enrolled gate certificate (mutual
+TLS, device id checked by the relay), an in-memory signed log
+(:class:`headcount.memlog.MemLog`, real verification), a real
+:class:`headcount.session.Session` driven by
+:func:`headcount.net.websocket.dial`, and an :class:`EventDoc` producing real Y
+check-in updates, so the relay's replica verifies and applies every entry.
+Gates are spread over events (``--gates-per-event``, one venue per event):
+each entry fans out to the other gates of its event.
+
+Reported: aggregate entries/s acknowledged by the relay (target 2,000/s held
+for ``--duration``), fan-out latency p50/p99 from an append to its arrival at
+observer gates (target p99 <= 250 ms), relay CPU and RSS per connection
+(target <= 2 MB), and relay RSS after all gates disconnect vs before.
+
+    python benchmarks/relay_load.py --quick
+    python benchmarks/relay_load.py --gates 1000 --rate 2000 --duration 60
+
+Progress goes to stderr, the table to stdout, JSON to benchmarks/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import select
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve()
+OUT_DIR = SCRIPT.parent / "out"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 120.0
+TICK_S = 0.05
+TARGET_RATE = 2000.0
+TARGET_P99_MS = 250.0
+TARGET_MB_PER_CONN = 2.0
+
+
+def log(msg: str) -> None:
+    print(f"[relay_load {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def gate_key(seed: str, i: int):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest())
+
+
+def event_of(i: int, per_event: int) -> str:
+    return f"load-{i // per_event:04d}"
+
+
+# -- setup (parent) -------------------------------------------------------------
+
+
+def setup(work: Path, gates: int, per_event: int, seed: str) -> dict:
+    from cryptography.hazmat.primitives import serialization
+
+    from headcount import Replica, Role
+    from headcount.identity import device_id_for
+    from headcount.pki import enroll, init_org
+    from headcount.pki_device import install_certificate
+
+    org = init_org(work / "org", "Load Test")
+    Replica.init(work / "relay", role=Role.RELAY, name="relay")
+    with Replica.open(work / "relay") as relay:
+        cert = enroll(org, relay.identity.public_key_raw, relay.device_id, Role.RELAY, ["*"])
+        install_certificate(
+            work / "relay", cert.public_bytes(serialization.Encoding.PEM), org.certificate_pem
+        )
+        relay_id = relay.device_id
+    gdir = work / "gates"
+    gdir.mkdir()
+    (work / "org.crt").write_bytes(org.certificate_pem)
+    directory = {}
+    for i in range(gates):
+        key = gate_key(seed, i)
+        pub = key.public_key()
+        dev = device_id_for(pub)
+        directory[dev] = pub.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        ).hex()
+        cert = enroll(org, pub, dev, Role.GATE, [event_of(i, per_event)], name=f"g{i}")
+        (gdir / f"{i}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (gdir / f"{i}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    (work / "directory.json").write_text(json.dumps(directory))
+    return {"relay_id": relay_id}
+
+
+# -- the relay child ------------------------------------------------------------
+
+
+def relay_child(work: Path, max_connections: int) -> None:
+    from headcount.relay.server import Relay, load_relay_config
+
+    async def main() -> None:
+        config = load_relay_config(None, work / "relay")
+        config.https = ("127.0.0.1", 0)
+        relay = Relay(config)
+        # NodeConfig.max_connections defaults to 256 and RelayConfig cannot
+        # set it: raised here so that N gates can connect at all.
+        relay.node.config.max_connections = max_connections
+        ready = asyncio.Event()
+        task = asyncio.create_task(relay.run(ready))
+        await asyncio.wait_for(ready.wait(), START_TIMEOUT_S)
+        print(f"port {relay.https_port}", flush=True)
+        await task
+
+    profile = os.environ.get("RELAY_LOAD_PROFILE")
+    if not profile:
+        asyncio.run(main())
+        return
+    import cProfile
+
+    cProfile.runctx("asyncio.run(main())", globals(), {"asyncio": asyncio, "main": main}, profile)
+
+
+# -- a load-generator child ------------------------------------------------------
+
+
+def load_child(args: argparse.Namespace) -> None:
+    asyncio.run(_load_main(args))
+
+
+async def _load_main(args: argparse.Namespace) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: F401
+
+    from headcount.eventdoc import EventDoc
+    from headcount.hlc import HybridClock, wall_ms
+    from headcount.identity import device_id_for
+    from headcount.memlog import MemLog
+    from headcount.model import Method, Scan, ScanKind
+    from headcount.net.websocket import dial
+    from headcount.session import Session, SessionConfig
+
+    work = Path(args.work)
+    directory = {
+        d: bytes.fromhex(k) for d, k in json.loads((work / "directory.json").read_text()).items()
+    }
+    url = f"wss://127.0.0.1:{args.port}/sync"
+    lo, hi = args.lo, args.hi
+    per_event = args.gates_per_event
+    observers = set(range(lo, min(hi, lo + args.observers * per_event), per_event))
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+    measuring = {"on": False}
+
+    class Gate:
+        def __init__(self, i: int) -> None:
+            key = gate_key(args.seed, i)
+            self.i = i
+            self.device = device_id_for(key.public_key())
+            self.event = event_of(i, per_event)
+            on_apply = self._observe if i in observers else None
+            self.log = MemLog(self.device, key, directory, on_apply=on_apply)
+            self.doc = EventDoc(self.event, self.device, "gate", HybridClock())
+            self.peer = None
+            self.task = None
+            self.appended = 0
+            self.appended_at_start = 0
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.check_hostname = False
+            ctx.load_cert_chain(work / "gates" / f"{i}.crt", work / "gates" / f"{i}.key")
+            ctx.load_verify_locations(work / "org.crt")
+            self.ctx = ctx
+
+        def _observe(self, entry) -> None:
+            if entry.device != self.device and measuring["on"]:
+                latencies.append(time.time() * 1000 - wall_ms(entry.hlc))
+
+        async def connect(self) -> None:
+            def new_session(der: bytes | None) -> Session:
+                return Session(self.log, time.monotonic(), SessionConfig())
+
+            self.peer = await dial(url, new_session, ssl_context=self.ctx)
+            self.task = asyncio.create_task(self.peer.run())
+
+        def acked(self) -> int:
+            best = 0
+            for (_peer, ev), vv in self.log.acks.items():
+                if ev == self.event:
+                    best = max(best, vv.get(self.device, 0))
+            return best
+
+        async def append(self) -> None:
+            now = int(time.time() * 1000)
+
+            def body(dot: str, hlc: int) -> None:
+                scan = Scan(
+                    str(uuid.uuid4()),
+                    f"p{self.appended % 500}",
+                    ScanKind.IN,
+                    now,
+                    hlc,
+                    f"g{self.i}",
+                    Method.QR,
+                    self.device,
+                )
+                self.doc.write_scan(scan)
+
+            entry = self.doc.transact(now, body)
+            self.log.append(self.event, entry.update, entry.hlc)
+            self.appended += 1
+            if self.peer is not None:
+                await self.peer.notify(self.event)
+
+    gates = [Gate(i) for i in range(lo, hi)]
+    out: dict = {"lo": lo, "hi": hi}
+    try:
+        sem = asyncio.Semaphore(32)
+
+        async def connect(g: Gate) -> None:
+            async with sem:
+                for attempt in range(5):
+                    try:
+                        await g.connect()
+                        return
+                    except (OSError, TimeoutError, ssl.SSLError) as exc:
+                        if attempt == 4:
+                            raise
+                        log(f"gate {g.i}: connect failed ({exc!r}); retrying")
+                        await asyncio.sleep(0.5)
+                    except Exception as exc:  # aiohttp.ClientError
+                        if attempt == 4:
+                            raise
+                        log(f"gate {g.i}: connect failed ({exc!r}); retrying")
+                        await asyncio.sleep(0.5)
+
+        t0 = loop.time()
+        await asyncio.wait_for(asyncio.gather(*(connect(g) for g in gates)), CONNECT_TIMEOUT_S)
+        out["connect_s"] = loop.time() - t0
+        print(json.dumps({"connected": len(gates)}), flush=True)
+        # wait for the go signal on stdin
+        await loop.run_in_executor(None, sys.stdin.readline)
+        rate = args.rate  # this process's share, entries/s
+        measuring["on"] = True
+        for g in gates:
+            g.appended_at_start = g.appended
+        start = loop.time()
+        k = 0
+        lag_ticks = 0
+        while (now := loop.time()) - start < args.duration:
+            # paced by the clock: fall behind and the next tick catches up
+            for _ in range(int(rate * (now - start + TICK_S)) - k):
+                g = gates[k % len(gates)]
+                k += 1
+                await g.append()
+            spent = loop.time() - now
+            if spent > TICK_S:
+                lag_ticks += 1
+            await asyncio.sleep(max(0.0, TICK_S - spent))
+        elapsed = loop.time() - start
+        # drain: wait up to 10 s for the relay to acknowledge everything appended
+        drain_deadline = loop.time() + 10
+        while loop.time() < drain_deadline:
+            if all(g.acked() >= g.appended for g in gates):
+                break
+            await asyncio.sleep(0.1)
+        measuring["on"] = False
+        out.update(
+            elapsed_s=elapsed,
+            appended=sum(g.appended - g.appended_at_start for g in gates),
+            acked=sum(g.acked() - g.appended_at_start for g in gates),
+            unacked=sum(g.appended - g.acked() for g in gates),
+            lag_ticks=lag_ticks,
+            latencies_ms=latencies,
+            closed_early=sum(1 for g in gates if g.peer is None or g.peer.closed.is_set()),
+            close_reasons=sorted(
+                {str(g.peer.close_reason) for g in gates if g.peer and g.peer.closed.is_set()}
+            )[:5],
+        )
+        print(json.dumps({"measured": True}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)  # disconnect signal
+    finally:
+        for g in gates:
+            if g.peer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(g.peer.close(), 2)
+        tasks = [g.task for g in gates if g.task is not None]
+        if tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+    print(json.dumps({"result": out}), flush=True)
+
+
+# -- parent: process control and /proc --------------------------------------------
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(cpu seconds, rss MB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    return cpu, rss
+
+
+def read_json_line(proc: subprocess.Popen, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {what} within {timeout:.0f} s")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{what}: child exited with {proc.wait()}")
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(line)
+
+
+def stop(proc: subprocess.Popen | None) -> int | None:
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def run_ours(args: argparse.Namespace, work: Path) -> dict:
+    t = time.monotonic()
+    log(f"enrolling {args.gates} gate certificates ...")
+    info = setup(work, args.gates, args.gates_per_event, args.seed)
+    log(f"enrolled in {time.monotonic() - t:.1f} s")
+    relay = None
+    loaders: list[subprocess.Popen] = []
+    try:
+        relay = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--_relay", str(work), str(args.gates + 16)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready, _, _ = select.select([relay.stdout], [], [], START_TIMEOUT_S)
+        line = relay.stdout.readline() if ready else ""
+        if not line.startswith("port "):
+            raise RuntimeError(f"relay did not start: {line!r}")
+        port = int(line.split()[1])
+        log(f"relay pid {relay.pid} on port {port}")
+        time.sleep(1.0)
+        cpu0, rss_before = proc_stats(relay.pid)
+        per = -(-args.gates // args.procs)
+        per -= per % args.gates_per_event or 0  # keep an event's gates in one process
+        per = max(per, args.gates_per_event)
+        bounds = []
+        lo = 0
+        for p in range(args.procs):
+            hi = args.gates if p == args.procs - 1 else min(args.gates, lo + per)
+            if lo < hi:
+                bounds.append((lo, hi))
+            lo = hi
+        for lo, hi in bounds:
+            share = args.rate * (hi - lo) / args.gates
+            loaders.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(SCRIPT),
+                        "--_load",
+                        "--work",
+                        str(work),
+                        "--port",
+                        str(port),
+                        "--lo",
+                        str(lo),
+                        "--hi",
+                        str(hi),
+                        "--rate",
+                        str(share),
+                        "--duration",
+                        str(args.duration),
+                        "--gates-per-event",
+                        str(args.gates_per_event),
+                        "--observers",
+                        str(args.observers),
+                        "--seed",
+                        args.seed,
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        t = time.monotonic()
+        for p in loaders:
+            read_json_line(p, CONNECT_TIMEOUT_S + 30, "connection report")
+        connect_s = time.monotonic() - t
+        time.sleep(2.0)  # let the initial summaries settle
+        cpu1, rss_connected = proc_stats(relay.pid)
+        log(f"{args.gates} gates connected in {connect_s:.1f} s; relay RSS {rss_connected:.0f} MB")
+        for p in loaders:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        t = time.monotonic()
+        rss_peak = rss_connected
+        cpu_start = cpu1
+        loader_cpu_start = [proc_stats(p.pid)[0] for p in loaders]
+        while time.monotonic() - t < args.duration:
+            time.sleep(1.0)
+            _, rss = proc_stats(relay.pid)
+            rss_peak = max(rss_peak, rss)
+            if int(time.monotonic() - t) % 10 == 0:
+                log(f"  t={time.monotonic() - t:.0f}s relay RSS {rss:.0f} MB")
+        cpu_end, _ = proc_stats(relay.pid)
+        loader_cpu_end = [proc_stats(p.pid)[0] for p in loaders]
+        load_wall = time.monotonic() - t
+        for p in loaders:
+            read_json_line(p, 60, "measurement")
+        cpu2, rss_loaded = proc_stats(relay.pid)
+        for p in loaders:
+            p.stdin.write("bye\n")
+            p.stdin.flush()
+        results = [read_json_line(p, 60, "result")["result"] for p in loaders]
+        for p in loaders:
+            p.wait(timeout=STOP_TIMEOUT_S)
+        time.sleep(3.0)
+        _, rss_after = proc_stats(relay.pid)
+    finally:
+        for p in loaders:
+            stop(p)
+        stop(relay)
+    lat = sorted(x for r in results for x in r["latencies_ms"])
+    elapsed = max(r["elapsed_s"] for r in results)
+    acked = sum(r["acked"] for r in results)
+
+    def pct(q: float) -> float | None:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+
+    return {
+        "relay_id": info["relay_id"],
+        "gates": args.gates,
+        "connect_s": connect_s,
+        "appended": sum(r["appended"] for r in results),
+        "acked": acked,
+        "unacked_after_drain": sum(r["unacked"] for r in results),
+        "rate_target": args.rate,
+        "rate_achieved": acked / elapsed,
+        "loader_lag_ticks": sum(r["lag_ticks"] for r in results),
+        "closed_early": sum(r["closed_early"] for r in results),
+        "close_reasons": sorted({c for r in results for c in r["close_reasons"]}),
+        "latency_samples": len(lat),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": lat[-1] if lat else None,
+        "mean_ms": statistics.fmean(lat) if lat else None,
+        "relay_cpu_pct": 100 * (cpu_end - cpu_start) / load_wall,
+        "loader_cpu_pct": [
+            100 * (b - a) / load_wall for a, b in zip(loader_cpu_start, loader_cpu_end, strict=True)
+        ],
+        "relay_cpu_connect_s": cpu1 - cpu0,
+        "relay_cpu_total_s": cpu2,
+        "rss_before_mb": rss_before,
+        "rss_connected_mb": rss_connected,
+        "rss_peak_mb": rss_peak,
+        "rss_loaded_mb": rss_loaded,
+        "rss_after_mb": rss_after,
+        "mb_per_conn_idle": (rss_connected - rss_before) / args.gates,
+        "mb_per_conn_peak": (rss_peak - rss_before) / args.gates,
+    }
+
+
+def table(r: dict) -> str:
+    def f(x, nd=1):
+        return "n/a" if x is None else f"{x:,.{nd}f}"
+
+    rows = [
+        ("aggregate entries/s (acked)", f(r["rate_achieved"]), f">= {TARGET_RATE:,.0f}",
+         r["rate_achieved"] >= TARGET_RATE * 0.98),
+        ("fan-out latency p50 (ms)", f(r["p50_ms"]), "", None),
+        ("fan-out latency p99 (ms)", f(r["p99_ms"]), f"<= {TARGET_P99_MS:.0f}",
+         r["p99_ms"] is not None and r["p99_ms"] <= TARGET_P99_MS),
+        ("relay CPU during load (% of 1 core)", f(r["relay_cpu_pct"]), "", None),
+        ("relay RSS per connection, peak (MB)", f(r["mb_per_conn_peak"], 3),
+         f"<= {TARGET_MB_PER_CONN}", r["mb_per_conn_peak"] <= TARGET_MB_PER_CONN),
+        ("relay RSS per connection, idle (MB)", f(r["mb_per_conn_idle"], 3), "", None),
+        ("relay RSS before / connected / peak (MB)",
+         f"{r['rss_before_mb']:.0f} / {r['rss_connected_mb']:.0f} / {r['rss_peak_mb']:.0f}", "",
+         None),
+        ("relay RSS after disconnect vs before (MB)",
+         f"{r['rss_after_mb']:.0f} vs {r['rss_before_mb']:.0f}", "back to baseline",
+         r["rss_after_mb"] <= r["rss_before_mb"] * 1.10 + 5),
+    ]  # fmt: skip
+    lines = [
+        "| metric | value | baseline (pycrdt-websocket) | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, value, target, ok in rows:
+        verdict = "" if ok is None else ("PASS" if ok else "MISS")
+        lines.append(f"| {name} | {value} | not measured | n/a | {target} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--gates", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=TARGET_RATE, help="aggregate entries/s")
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--gates-per-event", type=int, default=10)
+    ap.add_argument("--observers", type=int, default=2, help="observer gates per loader")
+    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    ap.add_argument("--seed", default="relay-load")
+    ap.add_argument("--quick", action="store_true", help="50 gates, 10 s")
+    ap.add_argument("--_relay", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_load", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--lo", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--hi", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._relay:
+        relay_child(Path(args._relay[0]), int(args._relay[1]))
+        return 0
+    if args._load:
+        load_child(args)
+        return 0
+    if args.quick:
+        args.gates, args.duration = 50, 10.0
+    if args.gates < 1 or args.gates > 5000 or not 0 < args.duration <= 600:
+        ap.error("--gates must be 1..5000 and --duration 0..600 s")
+    with tempfile.TemporaryDirectory(prefix="relay_load_") as tmp:
+        result = run_ours(args, Path(tmp))
+    result["baseline"] = "pycrdt-websocket: not measured in this version"
+    print(table(result))
+    print(
+        f"\n{result['gates']} gates, {result['appended']:,} entries appended, "
+        f"{result['acked']:,} acknowledged by the relay, "
+        f"{result['unacked_after_drain']} unacknowledged after 10 s drain, "
+        f"{result['latency_samples']:,} latency samples, "
+        f"{result['closed_early']} connections closed early {result['close_reasons']}, "
+        f"{result['loader_lag_ticks']} load-generator ticks overran, load-generator CPU "
+        + ", ".join(f"{c:.0f}%" for c in result["loader_cpu_pct"])
+    )
+    OUT_DIR.mkdir(exist_ok=True)
+    out = OUT_DIR / f"relay_load_{args.gates}g_{int(time.time())}.json"
+    out.write_text(json.dumps({"args": vars(args), "result": result}, indent=2, default=str))
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
