@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from .pki_revocation import RevocationList
 from .pki_verify import ca_key_id, verify_peer_certificate
 from .replica import Replica
 from .session import SessionConfig
+from .tomlconfig import parse_address, read_toml, toml_list
 
 CONTROL_SOCKET = "control.sock"
 
@@ -62,14 +62,7 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
     Raises:
         InputError: unreadable TOML, unknown keys, or values of the wrong type.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"configuration file not found: {path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path} is not valid TOML: {exc}") from None
+    raw = read_toml(path)
     net = _section(
         raw, "network", {"listen", "peers", "discovery", "interfaces", "websocket", "ws_peers"}
     )
@@ -92,15 +85,15 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
     chosen = data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
     if chosen is None:
         raise InputError("no data directory: set data_dir in the file or pass --data-dir")
-    host, port = _address(net.get("listen", "127.0.0.1:0"), "network.listen")
+    host, port = parse_address(net.get("listen", "127.0.0.1:0"), "network.listen")
     config = DaemonConfig(
         data_dir=Path(chosen),
         listen_host=host,
         listen_port=port,
-        peers=[_address(p, "network.peers") for p in _list(net, "peers")],
+        peers=[parse_address(p, "network.peers") for p in toml_list(net, "peers")],
         discovery=_typed(net, "discovery", bool, False),
-        interfaces=[str(i) for i in _list(net, "interfaces")] or ["127.0.0.1"],
-        ws_peers=[str(u) for u in _list(net, "ws_peers")],
+        interfaces=[str(i) for i in toml_list(net, "interfaces")] or ["127.0.0.1"],
+        ws_peers=[str(u) for u in toml_list(net, "ws_peers")],
     )
     if "websocket" in net:
         ws_port = _typed(net, "websocket", int, 0)
@@ -146,22 +139,6 @@ def _typed(table: dict[str, Any], key: str, kind: Any, default: Any) -> Any:
     if not isinstance(value, kind):
         raise InputError(f"{key} has the wrong type ({type(value).__name__})")
     return value
-
-
-def _list(table: dict[str, Any], key: str) -> list[Any]:
-    value = table.get(key, [])
-    if not isinstance(value, list):
-        raise InputError(f"{key} must be a list")
-    return value
-
-
-def _address(text: Any, what: str) -> tuple[str, int]:
-    if not isinstance(text, str) or ":" not in text:
-        raise InputError(f"{what}: expected HOST:PORT, got {text!r}")
-    host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise InputError(f"{what}: bad address {text!r}")
-    return host.strip("[]"), int(port)
 
 
 REVOCATIONS_KEY = "revocations"

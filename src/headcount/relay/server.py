@@ -15,10 +15,8 @@ import asyncio
 import contextlib
 import signal
 import ssl
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -29,6 +27,7 @@ from ..pki_device import load_device_certificate, ssl_context
 from ..pki_verify import verify_peer_certificate
 from ..replica import Replica
 from ..session import SessionConfig
+from ..tomlconfig import parse_address, read_toml, toml_list
 from .api import ApiLimits, create_app
 from .audit import AuditLog
 from .ops import Metrics, collect_from_node, install, node_serving, replica_open
@@ -55,14 +54,7 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
     Raises:
         InputError: unreadable file, unknown keys, bad values.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"configuration file not found: {path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path} is not valid TOML: {exc}") from None
+    raw = read_toml(path)
     known = {
         "data_dir",
         "https",
@@ -83,11 +75,11 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         raise InputError("no data directory: set data_dir in the file or pass --data-dir")
     config = RelayConfig(Path(chosen))
     if "https" in raw:
-        config.https = _address(raw["https"], "https")
+        config.https = parse_address(raw["https"], "https")
     if "tcp" in raw:
-        config.tcp = _address(raw["tcp"], "tcp")
-    config.peers = [_address(p, "peers") for p in _list(raw, "peers")]
-    config.ws_peers = [str(u) for u in _list(raw, "ws_peers")]
+        config.tcp = parse_address(raw["tcp"], "tcp")
+    config.peers = [parse_address(p, "peers") for p in toml_list(raw, "peers")]
+    config.ws_peers = [str(u) for u in toml_list(raw, "ws_peers")]
     if "token_secret" in raw:
         config.token_secret = Path(raw["token_secret"])
     for key in ("rate_limit", "rate_window_s", "max_body_bytes"):
@@ -102,22 +94,6 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
             raise InputError("gossip_interval must be a positive number of seconds")
         config.gossip_interval = float(value)
     return config
-
-
-def _list(raw: dict[str, Any], key: str) -> list[Any]:
-    value = raw.get(key, [])
-    if not isinstance(value, list):
-        raise InputError(f"{key} must be a list")
-    return value
-
-
-def _address(text: Any, what: str) -> tuple[str, int]:
-    if not isinstance(text, str) or ":" not in text:
-        raise InputError(f"{what}: expected HOST:PORT, got {text!r}")
-    host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise InputError(f"{what}: bad address {text!r}")
-    return host.strip("[]"), int(port)
 
 
 class Relay:
