@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .backup.cli import register as register_backup
 from .cliutil import command_group
 from .errors import HeadcountError, InputError
 from .hlc import DEFAULT_FUTURE_TOLERANCE_MS
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sim(sub, cmd)  # headcount sim ...
     register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
     register_token(sub, cmd)  # headcount token secret/issue (the relay's HTTP API)
+    register_backup(sub, cmd)  # headcount backup create/list/verify/restore
     return parser
 
 

@@ -124,6 +124,8 @@ class EventDoc:
         self._schema: Schema | None = None
         self._stale = False
         self._observing = False
+        self._subs: list[tuple[Array, Any]] | None = None  # registered observers
+        self.keep_observers = False
         self.broken = False  # a local transaction failed half-way: reload from disk
         self._txn: Any = None  # the open Rust transaction inside transact()
         # The observer must not reference self: pycrdt holds it on the Rust
@@ -168,22 +170,31 @@ class EventDoc:
     def observing(self) -> Iterator[None]:
         """Keep the indexes in step with remote updates applied inside.
         Registering observers costs more than applying a small update, so a
-        batch registers them once."""
+        batch registers them once; with :attr:`keep_observers` (a relay,
+        which applies far more than it writes) they stay registered, and
+        the local writes they then also see change nothing (every index
+        update is idempotent)."""
         if self._observing:
             yield
             return
-        subs = [
-            (self.regs, self.regs.observe(self._observer(self._put_register))),
-            (self.scans_array, self.scans_array.observe(self._observer(self._put_scan))),
-            (self.history_array, self.history_array.observe(self._observer(self._put_history))),
-        ]
+        if self._subs is None:
+            self._subs = [
+                (self.regs, self.regs.observe(self._observer(self._put_register))),
+                (self.scans_array, self.scans_array.observe(self._observer(self._put_scan))),
+                (
+                    self.history_array,
+                    self.history_array.observe(self._observer(self._put_history)),
+                ),
+            ]
         self._observing = True
         try:
             yield
         finally:
             self._observing = False
-            for array, sub in subs:
-                array.unobserve(sub)
+            if not self.keep_observers:
+                for array, sub in self._subs:
+                    array.unobserve(sub)
+                self._subs = None
             if self._stale:
                 # Someone deleted from an append-only array. Only a faulty or
                 # hostile peer does; rebuild from the document so that every

@@ -11,7 +11,8 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from . import compaction
 from .chain import (
@@ -29,6 +30,7 @@ from .replica import Replica
 from .session import IngestResult
 
 READ_CHUNK = 2000  # own entries read per query while cutting a batch
+RECENT_SEGMENTS = 8  # verified segments kept in memory per device and event, for forwarding
 
 
 class ReplicaLog:
@@ -39,15 +41,41 @@ class ReplicaLog:
         replica: Replica,
         verify: Verifier = ed25519_verify,
         vouch: Callable[[bytes], tuple[str, bytes, str]] | None = None,
+        group_commit: Callable[[], None] | None = None,
     ) -> None:
         """``vouch(der) -> (device_id, public_key_raw, role)`` checks a
         certificate a peer shares against the organisation (raising
         HeadcountError if it does not verify); without it shared
-        certificates are ignored."""
+        certificates are ignored.
+
+        ``group_commit``: if given, what :meth:`ingest` and
+        :meth:`segments_since` write joins the store's open group instead of
+        being committed before they return, and ``group_commit()`` is called
+        after each such write to get the group committed soon; the driver
+        must make sure the group is committed before it sends anything
+        (:class:`~headcount.net.groupcommit.GroupCommit` does both). Without
+        it every call is durable when it returns."""
         self.replica = replica
         self.store = replica.store
         self.verify = verify
         self.vouch = vouch
+        self.group_commit = group_commit
+        # Forwarding cache: the latest verified segments per (event, device),
+        # by first sequence number. A relay forwards what it just received to
+        # every other peer of the event: from here, not from the database.
+        self._recent: dict[tuple[str, str], dict[int, Segment]] = {}
+        self.store.on_rollback.append(self._recent.clear)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        if self.group_commit is None:
+            with self.store.atomic():
+                yield
+            return
+        with self.store.deferred():
+            yield
+        if self.store.uncommitted:
+            self.group_commit()
 
     @property
     def device_id(self) -> str:
@@ -62,6 +90,10 @@ class ReplicaLog:
     # -- outgoing -------------------------------------------------------------
 
     def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
+        with self._writing():  # signing our own heads writes them
+            return self._segments_since(event, vv, max_bytes)
+
+    def _segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
         self.store.flush()
         for device, (seq, _) in self.store.horizon(event).items():
             if vv.get(device, 0) < seq:
@@ -85,6 +117,9 @@ class ReplicaLog:
         self, event: str, device: str, start: int, high: int, budget: int
     ) -> Segment | None:
         if device != self.device_id:
+            cached = self._recent.get((event, device), {}).get(start)
+            if cached is not None and cached.head.seq <= high:
+                return cached
             head = self.store.head_at_or_after(event, device, start)
             if head is None or head.seq > high:
                 return None  # not verifiable by anyone yet: nothing to forward
@@ -136,9 +171,20 @@ class ReplicaLog:
     # -- compaction -----------------------------------------------------------
 
     def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
-        if self.replica.read_only or event not in self.replica.events():
+        if self.replica.read_only or not self.store.has_event(event):
             return
         self.store.record_ack(peer, event, vv, self.replica.wall_clock())
+        if event in self.replica.rejoin_pending:
+            self._maybe_rejoined(peer, event, vv)
+
+    def _maybe_rejoined(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
+        """A device restored from a backup has caught up with its own chain
+        once a trusted peer holds no more of its entries than it does."""
+        own = self.device_id
+        if peer == own or self.store.public_key(peer) is None:
+            return
+        if vv.get(own, 0) <= self.store.version_vector(event).get(own, 0):
+            self.replica.mark_rejoined(event)
 
     def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
         return compaction.snapshot_for(self.replica, event)
@@ -149,12 +195,19 @@ class ReplicaLog:
     # -- incoming -------------------------------------------------------------
 
     def ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
-        quarantined = self.store.quarantined(event)
+        with self._writing():
+            return self._ingest(event, segments)
+
+    def _ingest(self, event: str, segments: Sequence[Segment]) -> IngestResult:
+        quarantined = set(self.store.quarantined(event))
         vv, pending = self.store.version_vector(event), self.store.pending_keys(event)
 
         def known(device: str, seq: int) -> bytes | None:
             if seq > vv.get(device, 0) and (device, seq) not in pending:
                 return None  # not held here: no need to ask the database
+            for seg in self._recent.get((event, device), {}).values():
+                if seg.head.seq == seq:
+                    return seg.head.hash
             return self.store.hash_of(event, device, seq)
 
         batch = verify_batch(
@@ -167,16 +220,29 @@ class ReplicaLog:
         )
         result = IngestResult(gaps=batch.gaps, duplicates=batch.duplicates)
         staged, heads, caught = batch.staged, batch.heads, batch.caught
-        # Everything verified: only now change state.
-        for device, exc in caught.items():
-            self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
-            result.equivocations.append(exc)
-        entries = [e for device in staged for e, _ in staged[device]]
-        if entries:
-            applied = self.replica.apply_entries(entries)
-            result.applied += applied.applied
-            result.pending += applied.pending
-        kept = [h for h in heads if h.device not in caught and h.device not in quarantined]
-        if kept and event in self.replica.events():
-            self.store.add_heads(kept)
+        # Everything verified: only now change state, in one transaction.
+        with self.store.transaction():
+            for device, exc in caught.items():
+                self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
+                result.equivocations.append(exc)
+            entries = [e for device in staged for e, _ in staged[device]]
+            if entries:
+                applied = self.replica.apply_entries(entries)
+                result.applied += applied.applied
+                result.pending += applied.pending
+            kept = [h for h in heads if h.device not in caught and h.device not in quarantined]
+            if kept and self.store.has_event(event):
+                self.store.add_heads(kept)
+                self._remember(event, segments, {h.device for h in kept})
         return result
+
+    def _remember(self, event: str, segments: Sequence[Segment], trusted: set[str]) -> None:
+        """Cache the segments now held whole (their heads stored), for forwarding."""
+        vv = self.store.version_vector(event)
+        for seg in segments:
+            device = seg.head.device
+            if device in trusted and seg.entries and vv.get(device, 0) >= seg.head.seq:
+                recent = self._recent.setdefault((event, device), {})
+                recent[seg.first] = seg
+                while len(recent) > RECENT_SEGMENTS:
+                    del recent[next(iter(recent))]  # the oldest

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from .model import (
 from .store import DB_FILE, Durability, Store
 
 SNAPSHOT_EVERY = 2000  # log entries since the last snapshot before taking a new one
+REJOIN_KEY = "rejoin_events"  # meta: events restored from a backup, not yet caught up
 
 
 def wall_clock_ms() -> int:
@@ -80,8 +82,14 @@ class Replica:
                 identity.device_id, identity.public_key_raw, identity.role.value, wall_clock()
             )
         self._events: dict[str, Event] = {}
+        # Written state was undone (a failed group commit): reload from disk.
+        store.on_rollback.append(self._events.clear)
         self._closed = False
         self._roles: dict[str, str] = store.devices()  # certified roles, for EventDoc
+        # Keep Y observers registered between batches (EventDoc.keep_observers):
+        # for replicas that mostly apply what peers send (relays).
+        self.keep_observers = False
+        self._rejoin: set[str] = set(json.loads(str(store.get_meta(REJOIN_KEY) or "[]")))
 
     # -- lifecycle ------------------------------------------------------
 
@@ -200,7 +208,7 @@ class Replica:
         """
         ev = self._events.get(event_id)
         if ev is None:
-            if event_id not in self.store.events():
+            if not self.store.has_event(event_id):
                 raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
             ev = self._events[event_id] = self._load(event_id)
         return ev
@@ -231,9 +239,11 @@ class Replica:
         """An empty document for ``event_id`` that continues this device's chain."""
         own = self.store.version_vector(event_id).get(self.device_id, 0)
         last = self.store.hash_of(event_id, self.device_id, own) or ZERO_HASH
-        return EventDoc(
+        doc = EventDoc(
             event_id, self.device_id, self.role.value, self.clock, own + 1, last, self._roles.get
         )
+        doc.keep_observers = self.keep_observers
+        return doc
 
     def create_event(
         self, event_id: str, name: str = "", schema: Mapping[str, Any] | None = None
@@ -245,7 +255,7 @@ class Replica:
         """
         self._writable()
         check_id("event", event_id)
-        if event_id in self.store.events():
+        if self.store.has_event(event_id):
             raise InputError(f"event {event_id!r} already exists", code="exists")
         now = self.wall_clock()
         ev = Event(self._new_doc(event_id))
@@ -259,6 +269,31 @@ class Replica:
     def _writable(self) -> None:
         if self.read_only:
             raise StoreError("this replica was opened read-only")
+
+    def _check_rejoin(self, event_id: str) -> None:
+        # Restored from a backup, this device's own chain may be behind what
+        # peers hold: a local write now could reuse a sequence number.
+        if event_id in self._rejoin:
+            raise StoreError(
+                f"event {event_id!r} was restored from a backup: connect this device to a "
+                "peer first so that it catches up with its own entries (or run "
+                f"`headcount backup rejoin --force {event_id}` to accept the risk)",
+                code="rejoin_pending",
+            )
+
+    @property
+    def rejoin_pending(self) -> frozenset[str]:
+        """Events restored from a backup that refuse local writes until rejoined."""
+        return frozenset(self._rejoin)
+
+    def mark_rejoined(self, event_id: str) -> None:
+        """Allow local writes to a restored event again (its chain caught up)."""
+        self._writable()
+        if event_id in self._rejoin:
+            with self.store.transaction():
+                self.store._set_meta(REJOIN_KEY, json.dumps(sorted(self._rejoin - {event_id})))
+            self._rejoin.discard(event_id)
+            self.sync_own_chain(event_id)
 
     def _commit(self, event_id: str, entries: list[LogEntry]) -> None:
         """Make entries durable; on failure forget the in-memory state so it
@@ -275,6 +310,7 @@ class Replica:
         self, event_id: str, op: Callable[[Event, int], LogEntry | list[LogEntry] | None]
     ) -> list[LogEntry]:
         self._writable()
+        self._check_rejoin(event_id)
         ev = self.event(event_id)
         try:
             result = op(ev, self.wall_clock())
@@ -338,6 +374,7 @@ class Replica:
         **kw: Any,
     ) -> CheckInResult:
         self._writable()
+        self._check_rejoin(event_id)
         ev = self.event(event_id)
         try:
             scan, entry = ev.record_scan(
@@ -398,12 +435,16 @@ class Replica:
                 result.rejected.append((entry, reason))
             else:
                 by_event.setdefault(entry.event, []).append(entry)
+        archived = self.store.archived()
         for event_id, batch in by_event.items():
+            if event_id in archived:  # moved to an archive: nothing more is taken in
+                result.duplicates += len(batch)
+                continue
             self._apply_event(event_id, batch, result)
         return result
 
     def _apply_event(self, event_id: str, batch: list[LogEntry], result: ApplyResult) -> None:
-        known = event_id in self._events or event_id in self.store.events()
+        known = event_id in self._events or self.store.has_event(event_id)
         if known:
             ev = self.event(event_id)
         else:  # learnt from a peer; registered in the store only if something sticks
@@ -444,10 +485,28 @@ class Replica:
             return
         self.sync_own_chain(event_id)
 
+    def remove_archived(self, event_id: str, location: str) -> None:
+        """Take an event out of the live store once it is safe in an archive
+        file at ``location`` (the caller wrote and verified it): its rows are
+        deleted, and from now on what peers send of it is ignored.
+
+        Raises:
+            NotFoundError: no such event here.
+        """
+        self._writable()
+        if not self.store.has_event(event_id):
+            raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
+        self.store.remove_event(event_id, self.wall_clock(), location)
+        self._events.pop(event_id, None)
+
     def event_for_peer(self, event_id: str) -> Event:
         """The event, registering it if a peer is the first to tell us of it."""
-        if event_id not in self._events and event_id not in self.store.events():
+        if event_id not in self._events and not self.store.has_event(event_id):
             check_id("event", event_id)
+            if event_id in self.store.archived():
+                raise RemoteProtocolError(
+                    f"event {event_id!r} was archived on this device", code="archived"
+                )
             self.store.add_event(event_id, self.wall_clock())
         return self.event(event_id)
 

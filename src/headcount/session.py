@@ -121,7 +121,13 @@ class LogView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Send:
+    """Bytes to send: one whole frame. ``event`` names the event whose log
+    state the frame reports (segments, acknowledgements, summaries), None
+    for the others: a driver with group commit sends it only once that
+    event's writes are durable."""
+
     data: bytes
+    event: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +438,7 @@ class Session:
 
     def _on_segments(self, message: Segments, now: float) -> list[Effect]:
         result = self.log.ingest(message.event, message.segments)
+        self._holds(message.event, message.segments)
         received = sum(len(s.entries) for s in message.segments)
         self.status.entries_received += received
         effects: list[Effect] = []
@@ -441,6 +448,21 @@ class Session:
             effects.append(EquivocationFound(eq.event, eq.device, eq.seq))
         effects += self._send([Ack(message.event, self.log.version_vector(message.event))], now)
         return effects
+
+    def _holds(self, event: str, segments: Sequence[Segment]) -> None:
+        """The peer sent these segments, so it holds them: never echo them
+        back (without this, every entry a relay forwards to a gate would
+        return with the gate's next push)."""
+        if self.state is not State.OPEN:
+            return
+        peer = self.peer_vv.setdefault(event, {})
+        sent = self.sent_vv.setdefault(event, {})
+        for seg in segments:
+            device, seq = seg.head.device, seg.head.seq
+            if seq > peer.get(device, 0):
+                peer[device] = seq
+            if seq > sent.get(device, 0):
+                sent[device] = seq
 
     def _on_ack(self, ack: Ack, now: float) -> list[Effect]:
         event = ack.event
@@ -585,7 +607,7 @@ class Session:
             data = encode(message, self.config.max_frame)
             self.status.bytes_sent += len(data)
             self.status.messages_sent += 1
-            effects.append(Send(data))
+            effects.append(Send(data, event=getattr(message, "event", None)))
         if effects:
             self._last_sent = now
         return effects

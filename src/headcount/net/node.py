@@ -32,6 +32,7 @@ from ..pki_revocation import RevocationList
 from ..pki_verify import PeerIdentity, verify_peer_certificate
 from ..replica import Replica
 from ..session import Applied, Effect, PeerIdentified, Session, SessionConfig
+from .groupcommit import GroupCommit
 from .stream import StreamPeer
 from .websocket import WebSocketPeer, dial, sync_app
 
@@ -94,7 +95,8 @@ class Node:
         own_identity: PeerIdentity | None = None,
     ) -> None:
         self.replica = replica
-        self.log = ReplicaLog(replica, vouch=self._vouch)
+        self.group = GroupCommit(replica.store)
+        self.log = ReplicaLog(replica, vouch=self._vouch, group_commit=self.group.schedule)
         self.config = config
         self.server_ctx = server_ctx
         self.client_ctx = client_ctx
@@ -110,7 +112,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._unlinked = asyncio.Event()  # set whenever a link ends
-        self._notifying: set[tuple[int, str]] = set()  # (link, event) notifications queued
+        self._by_event: dict[str, list[Link]] = {}  # links whose scope allows the event
         self._ws_runner: web.AppRunner | None = None
         self.ws_port: int | None = None
         self._pending_ws: dict[int, PeerIdentity] = {}
@@ -166,24 +168,35 @@ class Node:
         self._push(event)
 
     def _push(self, event: str, skip: object = None) -> None:
-        """Notify the links that may carry ``event``, at most one pending
-        notification per link and event: with a thousand links, a task per
-        link per applied batch would cost more than the sync itself."""
-        for link in list(self.links):
-            if link.peer is skip:
-                continue
-            scope = link.peer.session.scope
-            if scope is not None and not scope(event):
-                continue
-            key = (id(link.peer), event)
-            if key in self._notifying:
-                continue
-            self._notifying.add(key)
-            self._spawn(self._notify(link, key, event))
+        """Ask the links that may carry ``event`` to push it (each link
+        coalesces requests that arrive while it is busy)."""
+        for link in self._links_for(event):
+            if link.peer is not skip:
+                link.peer.request_push(event)
 
-    async def _notify(self, link: Link, key: tuple[int, str], event: str) -> None:
-        self._notifying.discard(key)  # later news schedules a fresh notification
-        await link.peer.notify(event)
+    def _links_for(self, event: str) -> list[Link]:
+        """The links whose scope allows ``event``, cached until links change:
+        with a thousand links, checking every scope per applied batch would
+        cost more than the sync itself."""
+        links = self._by_event.get(event)
+        if links is None:
+            links = self._by_event[event] = [
+                link
+                for link in self.links
+                if link.peer.session.scope is None or link.peer.session.scope(event)
+            ]
+        return links
+
+    def _add_link(self, link: Link) -> None:
+        link.peer.before_send = self.group.durable
+        self.links.append(link)
+        self._by_event.clear()
+
+    def _remove_link(self, link: Link) -> None:
+        if link in self.links:
+            self.links.remove(link)
+            self._by_event.clear()
+        self._unlinked.set()
 
     def status(self) -> list[dict[str, Any]]:
         out = []
@@ -275,12 +288,11 @@ class Node:
         link = Link(
             StreamPeer(session, reader, writer, self._on_effect), outbound, address, identity
         )
-        self.links.append(link)
+        self._add_link(link)
         try:
             await link.peer.run()
         finally:
-            self.links.remove(link)
-            self._unlinked.set()
+            self._remove_link(link)
         return link
 
     def _authenticate(self, writer: asyncio.StreamWriter) -> PeerIdentity:
@@ -361,13 +373,11 @@ class Node:
     def _on_ws_peer(self, peer: WebSocketPeer, outbound: bool) -> Link:
         identity = self._pending_ws.pop(id(peer.session), None)
         link = Link(peer, outbound, None, identity)
-        self.links.append(link)
+        self._add_link(link)
 
         async def cleanup() -> None:
             await peer.closed.wait()
-            if link in self.links:
-                self.links.remove(link)
-            self._unlinked.set()
+            self._remove_link(link)
 
         self._spawn(cleanup())
         return link
@@ -445,6 +455,8 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(self.config.gossip_interval)
             self.enforce_revocations()
+            with contextlib.suppress(HeadcountError):
+                self.replica.store.save_acks()  # compaction input; advisory
             links = list(self.links)
             for link in self.rng.sample(links, min(self.config.fanout, len(links))):
                 self._spawn(link.peer.anti_entropy())

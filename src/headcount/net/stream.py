@@ -52,7 +52,10 @@ class StreamPeer(SessionDriver):
                 deadline = self.session.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self.clock())
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                    # asyncio.timeout, not wait_for: wait_for runs the read in a
+                    # new task, two extra turns of the loop per message.
+                    async with asyncio.timeout(timeout):
+                        data = await self.reader.read(READ_SIZE)
                 except TimeoutError:
                     await self._apply(self.session.tick(self.clock()))
                     continue
@@ -75,7 +78,8 @@ class StreamPeer(SessionDriver):
             return
         self._wrote = False
         try:
-            await asyncio.wait_for(self.writer.drain(), self.drain_timeout)
+            async with asyncio.timeout(self.drain_timeout):
+                await self.writer.drain()
         except TimeoutError:
             self._lost("peer is not reading (write buffer did not drain)")
         except (ConnectionError, OSError) as exc:

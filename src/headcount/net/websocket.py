@@ -34,6 +34,7 @@ HANDSHAKE_TIMEOUT = 10.0
 SYNC_PATH = "/sync"
 _MIN_WAIT = 1e-3  # aiohttp reads receive(timeout=0) as "no timeout"
 _FRAME_HEADER = 4  # the wire's length prefix
+_QUICK_SEND = 16 * 1024  # below this many buffered bytes a send is not timed
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 SessionFactory = Callable[[bytes | None], Session | None]
@@ -145,7 +146,16 @@ class WebSocketPeer(SessionDriver):
             self._lost("connection closed")
             return False
         try:
-            await asyncio.wait_for(self.ws.send_bytes(data), self.drain_timeout)
+            transport = _transport(self.ws)
+            if transport is not None and transport.get_write_buffer_size() < _QUICK_SEND:
+                # The socket is draining: the send cannot wait for long, so it
+                # needs no timer (one per message is a measurable cost).
+                await self.ws.send_bytes(data)
+            else:
+                # asyncio.timeout, not wait_for: wait_for runs the send in a
+                # new task, two extra turns of the event loop per message.
+                async with asyncio.timeout(self.drain_timeout):
+                    await self.ws.send_bytes(data)
         except TimeoutError:
             self._lost("peer is not reading (send did not complete)")
             return False
@@ -153,6 +163,13 @@ class WebSocketPeer(SessionDriver):
             self._lost(f"connection error: {exc}")
             return False
         return True
+
+
+def _transport(ws: WebSocket) -> asyncio.WriteTransport | None:
+    """The socket transport under an aiohttp WebSocket (its writer's; None
+    if this aiohttp keeps it elsewhere: every send is then timed)."""
+    transport = getattr(getattr(ws, "_writer", None), "transport", None)
+    return transport if isinstance(transport, asyncio.WriteTransport) else None
 
 
 def sync_app(

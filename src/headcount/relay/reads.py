@@ -66,7 +66,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -331,28 +330,12 @@ async def _participants(request: web.Request) -> web.Response:
 # -- devices ---------------------------------------------------------------------------
 
 
-def _ack_times(store: object, event: str) -> dict[str, int]:
-    """When each peer's acknowledgement was recorded, if the store keeps it.
-
-    The store interface returns only the version vectors (``acks``); the
-    SQLite store also keeps the time, read here directly. Other stores: {}.
-    """
-    db = getattr(store, "db", None)
-    if db is None:
-        return {}
-    try:
-        rows = db.execute("SELECT peer, at_ms FROM peer_acks WHERE event=?", (event,))
-        return {str(peer): int(at) for peer, at in rows}
-    except (sqlite3.Error, AttributeError, TypeError, ValueError):
-        return {}
-
-
 async def _devices(request: web.Request) -> web.Response:
     ctx = _context(request, admin_only=True)
     store = ctx.replica.store
     vv = ctx.replica.version_vector(ctx.event)
     acks = store.acks(ctx.event)
-    times = _ack_times(store, ctx.event)
+    times = store.ack_times(ctx.event)
     roles = store.devices()
     me = ctx.replica.device_id
     out = []

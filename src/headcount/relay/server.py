@@ -102,6 +102,7 @@ class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.replica = Replica.open(config.data_dir)
+        self.replica.keep_observers = True  # a relay applies far more than it writes
         cert, ca = load_device_certificate(config.data_dir)
         own = verify_peer_certificate(cert, ca, self.replica.wall_clock())
         node_config = NodeConfig(

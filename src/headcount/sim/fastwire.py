@@ -65,7 +65,7 @@ class MessageSession(Session):
         effects = super()._send(messages, now)
         # Session._send returns exactly one Send per message, in order.
         return [
-            MessageSend(e.data, m) if isinstance(e, Send) else e
+            MessageSend(e.data, m, event=e.event) if isinstance(e, Send) else e
             for e, m in zip(effects, messages, strict=True)
         ]
 

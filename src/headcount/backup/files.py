@@ -1,0 +1,65 @@
+"""File-system steps that must be atomic or durable: private files, fsync, publish.
+
+A backup or a staged restore is built in a temporary directory beside its
+final place and renamed into place only when complete, so a crash never
+leaves a half-written backup or a half-restored store under a real name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (created, renamed files) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for the directories created."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def temp_dir_beside(final: Path) -> Path:
+    """A new empty 0700 directory in ``final``'s parent, hidden from listings."""
+    make_private_dir(final.parent)
+    tmp = final.parent / f"{TEMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
+    tmp.mkdir(mode=0o700)
+    return tmp
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` (never overwriting) with ``data``, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename a complete, fsynced directory into place and make the rename durable.
+
+    Raises:
+        FileExistsError: ``final`` exists and is not an empty directory.
+    """
+    fsync_dir(tmp)
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a temporary tree, ignoring what is already gone."""
+    shutil.rmtree(path, ignore_errors=True)
