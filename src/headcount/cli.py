@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .archive.cli import register as register_archive
 from .backup.cli import register as register_backup
 from .cliutil import command_group
 from .errors import HeadcountError, InputError
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
     register_token(sub, cmd)  # headcount token secret/issue (the relay's HTTP API)
     register_backup(sub, cmd)  # headcount backup create/list/verify/restore
+    register_archive(sub, cmd)  # headcount archive run/query/list/prune/restore
     return parser
 
 
@@ -251,8 +253,10 @@ def _run(args: argparse.Namespace) -> None:
     import asyncio
 
     from .daemon import Daemon, load_config
+    from .housekeeping import log_to_stderr
 
     config = load_config(args.config, args.data_dir)
+    log_to_stderr()  # scheduled backups and archiving: one JSON object per line
     daemon = Daemon(config)
     ready = asyncio.Event()
 
@@ -535,6 +539,8 @@ def _status(args: argparse.Namespace) -> tuple[Any, str]:
             f"{s['open_conflicts']} open conflicts; "
             f"vector clock {json.dumps(s['version_vector'])}"
         )
+    jobs = running.get("jobs") if running is not None else None
+    lines += [_job_line(name, job) for name, job in (jobs or {}).items()]
     lines.append("gate daemon: not running" if peers is None else f"peers: {len(peers)}")
     for p in peers or []:
         lines.append(
@@ -543,7 +549,24 @@ def _status(args: argparse.Namespace) -> tuple[Any, str]:
             f"retries {p.get('retries', p.get('failures', 0))}"
             + (f", error: {p['error']}" if p.get("error") else "")
         )
-    return {"device": device, "events": statuses, "peers": peers}, "\n".join(lines)
+    data = {"device": device, "events": statuses, "peers": peers}
+    if jobs is not None:  # a running daemon's scheduled backups and archiving
+        data["jobs"] = jobs
+    return data, "\n".join(lines)
+
+
+def _job_line(name: str, job: dict[str, Any]) -> str:
+    """``backup: last run 2026-…Z ok (full …), next 2026-…Z`` (a scheduled job)."""
+    last = job.get("last")
+    if last is None:
+        done = "not run yet"
+    elif last["ok"]:
+        what = last.get("backup") or f"{len(last.get('archived', []))} events archived"
+        done = f"last run {last['started']} ok ({what})"
+    else:
+        error = last["error"]
+        done = f"last run {last['started']} FAILED: {error['code']}: {error['message']}"
+    return f"{name}: {done}, {job['failures']} of {job['runs']} runs failed, next {job['next_due']}"
 
 
 def _conflicts_list(args: argparse.Namespace) -> tuple[Any, str]:

@@ -51,17 +51,12 @@ def compaction_horizon(replica: Replica, event: str) -> dict[str, Head]:
 
 def _head_at_or_below(replica: Replica, event: str, device: str, seq: int) -> Head | None:
     store = replica.store
-    row = store.db.execute(
-        "SELECT seq, hash, sig FROM heads WHERE event=? AND device=? AND seq<=? "
-        "ORDER BY seq DESC LIMIT 1",
-        (event, device, seq),
-    ).fetchone()
-    if device == replica.device_id and (row is None or row[0] < seq):
+    head = store.head_at_or_below(event, device, seq)
+    if device == replica.device_id and (head is None or head.seq < seq):
         [entry] = store.entries_range(event, device, seq, seq)
         head = sign_head(replica.identity.private_key, event, device, seq, entry_hash(entry))
         store.add_heads([head])
-        return head
-    return None if row is None else Head(event, device, row[0], bytes(row[1]), bytes(row[2]))
+    return head
 
 
 def compact(replica: Replica, event: str) -> int:

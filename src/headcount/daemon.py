@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,17 @@ from typing import Any
 
 from cryptography import x509
 
+from .archive.schedule import ArchiveSchedule
+from .backup.schedule import BackupSchedule
 from .errors import HeadcountError, InputError
+from .housekeeping import Housekeeping, parse_sections
 from .net.control import ControlServer
 from .net.node import Node, NodeConfig
 from .pki_device import load_device_certificate, ssl_context
 from .pki_revocation import RevocationList
 from .pki_verify import ca_key_id, verify_peer_certificate
 from .replica import Replica
-from .session import SessionConfig
+from .session import DEFAULT_ACK_DELAY, SessionConfig
 from .tomlconfig import parse_address, read_toml, toml_list
 
 CONTROL_SOCKET = "control.sock"
@@ -50,6 +54,9 @@ class DaemonConfig:
     idle_timeout: float = 30.0
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    ack_delay: float = DEFAULT_ACK_DELAY
+    backup: BackupSchedule | None = None  # [backup]: scheduled backups (None: off)
+    archive: ArchiveSchedule | None = None  # [archive]: scheduled archiving (None: off)
 
     @property
     def control_socket(self) -> Path:
@@ -77,9 +84,10 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
             "idle_timeout",
             "backoff_base",
             "backoff_max",
+            "ack_delay",
         },
     )
-    unknown = set(raw) - {"data_dir", "network", "sync"}
+    unknown = set(raw) - {"data_dir", "network", "sync", "backup", "archive"}
     if unknown:
         raise InputError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
     chosen = data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
@@ -119,6 +127,10 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
         if value < 1:
             raise InputError(f"sync.{key} must be at least 1")
         setattr(config, key, value)
+    config.ack_delay = float(_typed(sync, "ack_delay", (int, float), config.ack_delay))
+    if not 0 <= config.ack_delay <= 1:
+        raise InputError("sync.ack_delay must be between 0 and 1 second")
+    config.backup, config.archive = parse_sections(raw, config.data_dir)
     return config
 
 
@@ -176,6 +188,7 @@ class Daemon:
             keepalive_interval=config.keepalive_interval,
             idle_timeout=config.idle_timeout,
             anti_entropy_interval=config.gossip_interval * 4,
+            ack_delay=config.ack_delay,
         )
         node_config = NodeConfig(
             listen_host=config.listen_host,
@@ -198,7 +211,8 @@ class Daemon:
             revocations=lambda: published_revocations(self.replica, ca),
             own_identity=own,
         )
-        self.control = ControlServer(self, config.control_socket)
+        self.housekeeping = Housekeeping(self.replica, config.backup, config.archive)
+        self.control = _Control(self, config.control_socket)
         self.discovery: Any = None
         self.stopped = asyncio.Event()
 
@@ -211,6 +225,7 @@ class Daemon:
         try:
             await self.node.start()
             await self.control.start()
+            self.housekeeping.start()
             if self.config.discovery:
                 from .net.discovery import Discovery, DiscoveryConfig  # zeroconf when asked
 
@@ -229,6 +244,8 @@ class Daemon:
 
     async def shutdown(self) -> None:
         with contextlib.suppress(Exception):
+            await self.housekeeping.stop()  # a run under way ends first
+        with contextlib.suppress(Exception):
             if self.discovery is not None:
                 await self.discovery.stop()
         with contextlib.suppress(Exception):
@@ -236,3 +253,17 @@ class Daemon:
         with contextlib.suppress(Exception):
             await self.node.stop()
         self.replica.close()
+
+
+class _Control(ControlServer):
+    """The control socket, whose ``status`` also reports the scheduled jobs
+    (last backup and archive run, outcome, next run)."""
+
+    daemon: Daemon
+
+    def handle(self, line: bytes) -> dict[str, Any]:
+        reply = super().handle(line)
+        with contextlib.suppress(ValueError, AttributeError):
+            if "error" not in reply and json.loads(line).get("op") == "status":
+                reply["jobs"] = self.daemon.housekeeping.status()
+        return reply

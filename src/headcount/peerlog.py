@@ -11,7 +11,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from . import compaction
@@ -28,6 +28,7 @@ from .errors import BehindHorizonError, HeadcountError, StoreError
 from .model import LogEntry
 from .replica import Replica
 from .session import IngestResult
+from .storeapi import LogStore
 
 READ_CHUNK = 2000  # own entries read per query while cutting a batch
 RECENT_SEGMENTS = 8  # verified segments kept in memory per device and event, for forwarding
@@ -56,7 +57,7 @@ class ReplicaLog:
         (:class:`~headcount.net.groupcommit.GroupCommit` does both). Without
         it every call is durable when it returns."""
         self.replica = replica
-        self.store = replica.store
+        self.store: LogStore = replica.store
         self.verify = verify
         self.vouch = vouch
         self.group_commit = group_commit
@@ -94,6 +95,8 @@ class ReplicaLog:
             return self._segments_since(event, vv, max_bytes)
 
     def _segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
+        if event in self.store.archived():
+            return []  # archived here: its entries are in the archive file, not the log
         self.store.flush()
         for device, (seq, _) in self.store.horizon(event).items():
             if vv.get(device, 0) < seq:
@@ -150,8 +153,8 @@ class ReplicaLog:
 
     # -- directory --------------------------------------------------------------
 
-    def certificates(self) -> list[bytes]:
-        return self.store.certificates()
+    def certificates(self, devices: Collection[str]) -> dict[str, bytes]:
+        return self.store.certificates(devices)
 
     def learn_certificates(self, certs: Sequence[bytes]) -> int:
         if self.vouch is None or self.replica.read_only:

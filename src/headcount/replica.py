@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import csvimport
+from . import csvimport, lazyapply
 from .chain import ZERO_HASH
 from .errors import HeadcountError, InputError, NotFoundError, RemoteProtocolError, StoreError
 from .event import Event, check_id
@@ -89,6 +89,11 @@ class Replica:
         # Keep Y observers registered between batches (EventDoc.keep_observers):
         # for replicas that mostly apply what peers send (relays).
         self.keep_observers = False
+        # Log peers' entries at once, apply them to documents when read
+        # (lazyapply.py): for replicas that store and forward far more than
+        # they read (relays).
+        self.lazy_apply = False
+        self._unapplied: dict[str, list[LogEntry]] = {}
         self._rejoin: set[str] = set(json.loads(str(store.get_meta(REJOIN_KEY) or "[]")))
 
     # -- lifecycle ------------------------------------------------------
@@ -210,8 +215,21 @@ class Replica:
         if ev is None:
             if not self.store.has_event(event_id):
                 raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
+            self._unapplied.pop(event_id, None)  # the load reads them from the log
             ev = self._events[event_id] = self._load(event_id)
+        elif event_id in self._unapplied:
+            self._catch_up(event_id, ev)
         return ev
+
+    def _catch_up(self, event_id: str, ev: Event) -> None:
+        """Apply what :attr:`lazy_apply` accepted since the event was loaded."""
+        todo = self._unapplied.pop(event_id)
+        with ev.doc.observing():
+            for entry in todo:
+                try:
+                    ev.doc.apply_remote(entry.update)
+                except RemoteProtocolError:
+                    ev.doc.ignored += 1  # decodable structure, bad content: skipped everywhere
 
     def _load(self, event_id: str) -> Event:
         snap = self.store.snapshot(event_id)
@@ -231,8 +249,9 @@ class Replica:
                 raise StoreError(f"event {event_id!r}: the stored log does not decode") from None
             doc = self._new_doc(event_id)
             doc.load([e.update for e in self.store.log_tail(event_id, 0)])
-        for entry in self.store.pending(event_id):
-            doc.apply_remote(entry.update)
+        if not self.lazy_apply:  # a lazy relay's documents hold exactly its version vector
+            for entry in self.store.pending(event_id):
+                doc.apply_remote(entry.update)
         return Event(doc)
 
     def _new_doc(self, event_id: str) -> EventDoc:
@@ -290,8 +309,7 @@ class Replica:
         """Allow local writes to a restored event again (its chain caught up)."""
         self._writable()
         if event_id in self._rejoin:
-            with self.store.transaction():
-                self.store._set_meta(REJOIN_KEY, json.dumps(sorted(self._rejoin - {event_id})))
+            self.store.set_meta(REJOIN_KEY, json.dumps(sorted(self._rejoin - {event_id})))
             self._rejoin.discard(event_id)
             self.sync_own_chain(event_id)
 
@@ -444,6 +462,9 @@ class Replica:
         return result
 
     def _apply_event(self, event_id: str, batch: list[LogEntry], result: ApplyResult) -> None:
+        if self.lazy_apply:
+            self._accept_event(event_id, batch, result)
+            return
         known = event_id in self._events or self.store.has_event(event_id)
         if known:
             ev = self.event(event_id)
@@ -485,6 +506,24 @@ class Replica:
             return
         self.sync_own_chain(event_id)
 
+    def _accept_event(self, event_id: str, batch: list[LogEntry], result: ApplyResult) -> None:
+        """:attr:`lazy_apply`: log now, apply when the event is next read."""
+        try:
+            accepted, pending, duplicates, rejected = lazyapply.accept(
+                self.store, self.clock, self.wall_clock, event_id, batch
+            )
+        except Exception as exc:
+            self._events.pop(event_id, None)
+            self._unapplied.pop(event_id, None)
+            raise StoreError(f"could not write to the store: {exc}") from exc
+        result.applied += len(accepted)
+        result.pending += len(pending)
+        result.duplicates += duplicates
+        result.rejected += rejected
+        if accepted and event_id in self._events:
+            self._unapplied.setdefault(event_id, []).extend(accepted)
+        self.sync_own_chain(event_id)
+
     def remove_archived(self, event_id: str, location: str) -> None:
         """Take an event out of the live store once it is safe in an archive
         file at ``location`` (the caller wrote and verified it): its rows are
@@ -498,6 +537,7 @@ class Replica:
             raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
         self.store.remove_event(event_id, self.wall_clock(), location)
         self._events.pop(event_id, None)
+        self._unapplied.pop(event_id, None)  # lazy_apply: already logged, now archived
 
     def event_for_peer(self, event_id: str) -> Event:
         """The event, registering it if a peer is the first to tell us of it."""
@@ -562,7 +602,7 @@ class Replica:
         tail = self.store.tail_count(event_id, snap.upto if snap else 0)
         if tail < every or event_id not in self._events:
             return False
-        state = self._events[event_id].doc.encode_state()
+        state = self.event(event_id).doc.encode_state()
         self.store.save_snapshot(event_id, last, state, self.wall_clock())
         return True
 

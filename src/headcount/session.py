@@ -27,7 +27,7 @@ becomes a ``Goodbye`` and a :class:`Close` effect, and changes no state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -94,8 +94,9 @@ class LogView(Protocol):
         """The peer says it holds ``vv`` (input to compaction)."""
         ...
 
-    def certificates(self) -> list[bytes]:
-        """Certificates (DER) of the devices this log trusts, to share."""
+    def certificates(self, devices: Collection[str]) -> dict[str, bytes]:
+        """Certificates (DER) of those of ``devices`` this log trusts (device
+        -> certificate), to share."""
         ...
 
     def learn_certificates(self, certs: Sequence[bytes]) -> int:
@@ -203,6 +204,17 @@ class SessionConfig:
     eager_push: bool = True
     max_snapshot: int = 512 * 1024 * 1024
     ack_timeout: float = 5.0
+    ack_delay: float = 0.0
+    """Seconds a received ``Segments`` message may wait for its ``Ack``, so
+    that one acknowledgement covers several (0: acknowledge each at once).
+    A relay fanning entries out to many gates receives one message per
+    acknowledgement: gates delay theirs (``DEFAULT_ACK_DELAY``)."""
+    ack_every: int = 4
+    """With ``ack_delay``: acknowledge at once when this many are waiting
+    (at most ``window``, so that a sender is never stalled by it)."""
+
+
+DEFAULT_ACK_DELAY = 0.5  # the daemon's and the relay's setting (see SessionConfig.ack_delay)
 
 
 @dataclass(slots=True)
@@ -263,6 +275,9 @@ class Session:
         self._progress: dict[str, float] = {}  # last ack, or first send after idle, per event
         self._resynced: dict[str, float] = {}  # last time sent_vv fell back to peer_vv
         self._pending: dict[str, int] = {}  # entries the peer lacks, per event
+        self._certs_sent: set[str] = set()  # devices whose certificate the peer was sent
+        self._unacked: dict[str, int] = {}  # Segments received, not yet acknowledged
+        self._ack_due: dict[str, float] = {}  # when the delayed Ack of an event is due
 
     # -- inputs --------------------------------------------------------------
 
@@ -328,6 +343,7 @@ class Session:
             return self._fail("timeout", f"peer silent for {now - self._last_heard:.1f} s", now)
         effects: list[Effect] = []
         if self.state is State.OPEN:
+            effects += self._due_acks(now)
             effects += self._retransmit(now)
         if self.state is State.OPEN and now >= self._next_anti_entropy:
             effects += self.anti_entropy(now)
@@ -346,6 +362,7 @@ class Session:
         ]
         if self.state is State.OPEN:
             deadlines.append(self._next_anti_entropy)
+            deadlines += self._ack_due.values()
             deadlines += [
                 self._progress.get(e, 0.0) + self.config.ack_timeout
                 for e, n in self.in_flight.items()
@@ -416,7 +433,8 @@ class Session:
         self.status.peer = hello.device
         events = sorted(e for e in set(self.log.events()) | set(hello.events) if self._allowed(e))
         summaries: list[Message] = [Summary(e, self.log.version_vector(e), True) for e in events]
-        certs = self.log.certificates()
+        devices = {d for e in events for d in self.log.version_vector(e)}
+        certs = self._new_certificates(devices)
         if certs:  # before any segment: the peer may need them to verify relayed entries
             summaries.insert(0, Directory(tuple(certs)))
         return [PeerIdentified(hello.device), *self._send(summaries, now)]
@@ -446,7 +464,27 @@ class Session:
             effects.append(Applied(message.event, result.applied))
         for eq in result.equivocations:
             effects.append(EquivocationFound(eq.event, eq.device, eq.seq))
-        effects += self._send([Ack(message.event, self.log.version_vector(message.event))], now)
+        event = message.event
+        self._unacked[event] = self._unacked.get(event, 0) + 1
+        waiting = self._unacked[event]
+        if self.config.ack_delay <= 0 or waiting >= min(self.config.ack_every, self.config.window):
+            return effects + self._ack(event, now)
+        self._ack_due.setdefault(event, now + self.config.ack_delay)
+        return effects
+
+    def _ack(self, event: str, now: float) -> list[Effect]:
+        """Acknowledge every Segments message of ``event`` received so far."""
+        count = self._unacked.pop(event, 0)
+        self._ack_due.pop(event, None)
+        if not count:
+            return []
+        return self._send([Ack(event, self.log.version_vector(event), count)], now)
+
+    def _due_acks(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for event, due in list(self._ack_due.items()):
+            if due <= now:
+                effects += self._ack(event, now)
         return effects
 
     def _holds(self, event: str, segments: Sequence[Segment]) -> None:
@@ -469,7 +507,7 @@ class Session:
         self._record(event, ack.vv)
         self.peer_vv[event] = _vmax(self.peer_vv.get(event, {}), ack.vv)
         self.sent_vv[event] = _vmax(self.sent_vv.get(event, {}), ack.vv)
-        self.in_flight[event] = max(0, self.in_flight.get(event, 0) - 1)
+        self.in_flight[event] = max(0, self.in_flight.get(event, 0) - ack.count)
         self._progress[event] = now
         self._resync(event, now)
         effects = self._pump(event, now)
@@ -518,6 +556,9 @@ class Session:
             for seg in segments:
                 base[seg.head.device] = max(base.get(seg.head.device, 0), seg.head.seq)
                 self.status.entries_sent += len(seg.entries)
+            certs = self._new_certificates({seg.head.device for seg in segments})
+            if certs:  # a device the peer may never have met: vouch for it first
+                effects += self._send([Directory(tuple(certs))], now)
             for group in self._frames(segments):
                 if group is None:
                     return effects + self._fail(
@@ -526,6 +567,15 @@ class Session:
                 self.in_flight[event] = self.in_flight.get(event, 0) + 1
                 effects += self._send([Segments(event, tuple(group))], now)
         return effects
+
+    def _new_certificates(self, devices: set[str]) -> list[bytes]:
+        """Certificates of ``devices`` not yet sent to this peer (each once)."""
+        new = devices - self._certs_sent - {self.status.peer, self.log.device_id}
+        if not new:
+            return []
+        found = self.log.certificates(new)
+        self._certs_sent |= found.keys()  # the others may be learnt later
+        return [found[d] for d in sorted(found)]
 
     def _frames(self, segments: list[Segment]) -> list[list[Segment] | None]:
         """Group segments into messages that fit a frame (relayed segments
@@ -646,6 +696,7 @@ def _vmax(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
 
 
 __all__ = [
+    "DEFAULT_ACK_DELAY",
     "Applied",
     "Close",
     "Effect",

@@ -29,6 +29,7 @@ from .model import LogEntry
 WIRE_VERSION = 1
 DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB
 MAX_ENTRIES_PER_MESSAGE = 50_000  # checked before any entry is hashed
+MAX_ACK_COUNT = 1 << 16  # messages one acknowledgement may cover
 _LEN = struct.Struct(">I")
 
 
@@ -60,10 +61,12 @@ class Segments:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The receiver's version vector after applying a ``Segments`` message."""
+    """The receiver's version vector after applying ``count`` ``Segments``
+    messages (acknowledgements may be delayed and cumulative)."""
 
     event: str
     vv: Mapping[str, int]
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +149,8 @@ def _fields(m: Message) -> list[Any]:
         return [m.event, dict(m.vv), m.reply]
     if isinstance(m, Segments):
         return [m.event, [_segment(s) for s in m.segments]]
-    if isinstance(m, Ack):
-        return [m.event, dict(m.vv)]
+    if isinstance(m, Ack):  # the count only when it is not 1: the version 1 encoding
+        return [m.event, dict(m.vv)] + ([m.count] if m.count != 1 else [])
     if isinstance(m, Ping | Pong):
         return [m.nonce]
     if isinstance(m, Directory):
@@ -336,8 +339,13 @@ def _decode_segment(event: str, raw: Any) -> Segment:
 
 
 def _ack(f: list[Any]) -> Ack:
-    event, vv = _expect(f, 2)
-    return Ack(_str(event), _vv(vv))
+    if len(f) == 2:  # one message acknowledged
+        f = [*f, 1]
+    event, vv, count = _expect(f, 3)
+    count = _int(count)
+    if not 1 <= count <= MAX_ACK_COUNT:
+        raise ValueError(f"an acknowledgement covers 1..{MAX_ACK_COUNT} messages")
+    return Ack(_str(event), _vv(vv), count)
 
 
 def _goodbye(f: list[Any]) -> Goodbye:

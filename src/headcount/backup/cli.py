@@ -4,7 +4,7 @@ Registered into the main parser by :func:`register` (one line in
 ``headcount/cli.py``)::
 
     headcount backup create [--kind full|incremental|attendance|participants|configuration]
-    headcount backup list [--verify]
+    headcount backup list [--verify] [--runs]
     headcount backup verify ID
     headcount backup restore ID [--data-dir DIR]
     headcount backup keygen FILE
@@ -29,6 +29,7 @@ from typing import Any
 from ..cliutil import command_group
 from ..errors import InputError
 from ..identity import default_data_dir
+from ..journal import JOURNAL_FILE, Journal
 from ..replica import Replica
 from .catalog import Catalog, Entry
 from .create import create_backup, default_dest
@@ -51,12 +52,15 @@ def register(sub: Any, cmd: Command) -> None:
     _add_create(grp, cmd)
     p = cmd(grp, "list", _list, "list backups: size, kind, time, chain, verification state")
     p.add_argument("--verify", action="store_true", help="verify each backup (reads every file)")
+    p.add_argument(
+        "--runs", action="store_true", help="list the scheduled backup runs and their outcomes"
+    )
     _dest_option(p)
-    _secret_options(p, "verify content with")
+    secret_options(p, "verify content with")
     p = cmd(grp, "verify", _verify, "verify a backup and its chain (reads only the backup)")
     p.add_argument("backup", metavar="ID", help="a backup id in --dest, or a backup directory")
     _dest_option(p)
-    _secret_options(p, "decrypt with")
+    secret_options(p, "decrypt with")
     p = cmd(grp, "restore", _restore, "validate a backup, then restore it atomically")
     p.add_argument("backup", metavar="ID", help="a backup id in --dest, or a backup directory")
     p.add_argument(
@@ -64,7 +68,7 @@ def register(sub: Any, cmd: Command) -> None:
     )
     p.add_argument("--device-id", help="refuse unless the backup is this device's")
     _dest_option(p)
-    _secret_options(p, "decrypt with")
+    secret_options(p, "decrypt with")
     p = cmd(grp, "keygen", _keygen, "create a backup key file (32 random bytes, hex, mode 0600)")
     p.add_argument("file", type=Path, help="the new key file (never overwritten)")
     p = cmd(grp, "rejoin", _rejoin, "allow local writes to an event restored from a backup")
@@ -103,7 +107,7 @@ def _add_create(grp: Any, cmd: Command) -> None:
     )
     p.add_argument("--level", type=int, default=6, help="gzip level 1-9 (default 6)")
     _dest_option(p)
-    _secret_options(p, "encrypt with")
+    secret_options(p, "encrypt with")
 
 
 def _dest_option(p: argparse.ArgumentParser) -> None:
@@ -114,7 +118,8 @@ def _dest_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _secret_options(p: argparse.ArgumentParser, verb: str) -> None:
+def secret_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """Add ``--passphrase-file`` and ``--key-file`` (the archive commands use them too)."""
     p.add_argument(
         "--passphrase-file",
         type=Path,
@@ -131,7 +136,7 @@ def _create(args: argparse.Namespace) -> Result:
         _data_dir(args),
         args.kind,
         dest=_dest(args),
-        secret=_secret(args),
+        secret=secret_from_args(args),
         parent=args.parent,
         events=args.events,
         identity=not args.no_identity,
@@ -149,7 +154,8 @@ def _create(args: argparse.Namespace) -> Result:
 
 
 def _verify(args: argparse.Namespace) -> Result:
-    report = verify_backup(args.backup, _dest(args), secret=_secret(args), progress=_progress(args))
+    secret = secret_from_args(args)
+    report = verify_backup(args.backup, _dest(args), secret=secret, progress=_progress(args))
     data = report.to_dict()
     return data, f"{report.id}: {data['state']} (chain {' <- '.join(report.chain)})"
 
@@ -159,7 +165,7 @@ def _restore(args: argparse.Namespace) -> Result:
         args.backup,
         _dest(args),
         _data_dir(args),
-        secret=_secret(args),
+        secret=secret_from_args(args),
         overwrite=args.overwrite,
         expect_device=args.device_id,
         progress=_progress(args),
@@ -181,8 +187,10 @@ def _restore(args: argparse.Namespace) -> Result:
 
 def _list(args: argparse.Namespace) -> Result:
     dest = _dest(args)
+    if args.runs:
+        return _runs(dest)
     catalog = Catalog(dest)
-    secret = _secret(args) if args.verify else None
+    secret = secret_from_args(args) if args.verify else None
     rows = [_row(catalog, e, args.verify, secret) for e in catalog.entries()]
     lines = [f"{'ID':<36} {'KIND':<13} {'CREATED':<20} {'SIZE':>10}  EVENTS  STATE / CHAIN"]
     for r in rows:
@@ -225,6 +233,28 @@ def _row(catalog: Catalog, entry: Entry, verify: bool, secret: Secret | None) ->
     return row
 
 
+def _runs(dest: Path) -> Result:
+    """The scheduled runs recorded in ``dest``'s journal, oldest first."""
+    runs = [r for r in Journal(dest / JOURNAL_FILE).records() if r.get("job") == "backup"]
+    lines = [f"{'STARTED':<24} {'KIND':<12} {'SIZE':>10} {'SECONDS':>8}  OUTCOME"]
+    for r in runs:
+        error = r.get("error") or {}
+        outcome = (
+            f"ok {r.get('backup')}"
+            if r.get("ok")
+            else f"{error.get('code')}: {error.get('message')}"
+        )
+        if r.get("ok") and r.get("full_reason"):
+            outcome += f" (full: {r['full_reason']})"
+        if r.get("pruned"):
+            outcome += f"; pruned {len(r['pruned'])}"
+        lines.append(
+            f"{r.get('started', '?'):<24} {r.get('kind') or '-':<12} {r.get('size') or 0:>10} "
+            f"{r.get('duration_s', 0):>8.2f}  {outcome}"
+        )
+    return runs, "\n".join(lines) if runs else f"(no scheduled backup runs recorded in {dest})"
+
+
 def _keygen(args: argparse.Namespace) -> Result:
     write_key_file(args.file)
     return {"key_file": str(args.file)}, (
@@ -254,7 +284,12 @@ def _dest(args: argparse.Namespace) -> Path:
     return Path(env) if env else default_dest(_data_dir(args))
 
 
-def _secret(args: argparse.Namespace) -> Secret | None:
+def secret_from_args(args: argparse.Namespace) -> Secret | None:
+    """The secret of :func:`secret_options` (else ``$HEADCOUNT_BACKUP_PASSPHRASE``), if any.
+
+    Raises:
+        InputError: both options, or an unreadable or malformed file.
+    """
     if args.passphrase_file is not None and args.key_file is not None:
         raise InputError("give --passphrase-file or --key-file, not both")
     if args.key_file is not None:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import random
 import ssl
 import time
@@ -33,6 +36,7 @@ from ..pki_verify import PeerIdentity, verify_peer_certificate
 from ..replica import Replica
 from ..session import Applied, Effect, PeerIdentified, Session, SessionConfig
 from .groupcommit import GroupCommit
+from .preverify import PreVerifier
 from .stream import StreamPeer
 from .websocket import WebSocketPeer, dial, sync_app
 
@@ -96,7 +100,13 @@ class Node:
     ) -> None:
         self.replica = replica
         self.group = GroupCommit(replica.store)
-        self.log = ReplicaLog(replica, vouch=self._vouch, group_commit=self.group.schedule)
+        self.preverify = PreVerifier(replica.store.public_key)
+        self.log = ReplicaLog(
+            replica,
+            verify=self.preverify.verify,
+            vouch=self._vouch,
+            group_commit=self.group.schedule,
+        )
         self.config = config
         self.server_ctx = server_ctx
         self.client_ctx = client_ctx
@@ -151,6 +161,8 @@ class Node:
             await self._server.wait_closed()
         if self._ws_runner is not None:
             await self._ws_runner.cleanup()
+        self.group.close()
+        self.preverify.close()
 
     def add_peer(self, host: str, port: int) -> None:
         """Keep a connection to ``host:port`` (static peer or discovered)."""
@@ -189,6 +201,8 @@ class Node:
 
     def _add_link(self, link: Link) -> None:
         link.peer.before_send = self.group.durable
+        if isinstance(link.peer, WebSocketPeer):
+            link.peer.prepare = self.preverify.prepare
         self.links.append(link)
         self._by_event.clear()
 
@@ -196,7 +210,18 @@ class Node:
         if link in self.links:
             self.links.remove(link)
             self._by_event.clear()
+            if not self.links and not self._stopping:
+                self._spawn(self._release_memory())
         self._unlinked.set()
+
+    async def _release_memory(self) -> None:
+        """After the last link closed (a relay whose gates all went away),
+        give the memory their sessions held back to the operating system:
+        Python keeps freed memory for reuse, so without this a relay that
+        once served a thousand gates would stay that size."""
+        await asyncio.sleep(1.0)  # let the closing tasks finish first
+        if not self.links:
+            release_memory()
 
     def status(self) -> list[dict[str, Any]]:
         out = []
@@ -251,7 +276,9 @@ class Node:
                     continue
                 synced = link is not None and link.peer.session.status.last_sync is not None
                 dialer.failures = 0 if synced else dialer.failures + 1
-            except (OSError, ssl.SSLError, TimeoutError) as exc:
+            except (OSError, ssl.SSLError, TimeoutError, HeadcountError) as exc:
+                # anything a session or the store raises fails this attempt,
+                # never the dialer (it would not redial until a restart)
                 dialer.failures += 1
                 dialer.last_error = f"{type(exc).__name__}: {exc}"
             if self._stopping:
@@ -399,7 +426,7 @@ class Node:
                     failures = 0 if peer.session.status.last_sync is not None else failures + 1
                 else:
                     failures += 1
-            except (OSError, ssl.SSLError, TimeoutError, aiohttp.ClientError):
+            except (OSError, ssl.SSLError, TimeoutError, aiohttp.ClientError, HeadcountError):
                 failures += 1
             if self._stopping:
                 break
@@ -465,3 +492,14 @@ class Node:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def release_memory() -> None:
+    """Collect garbage and return free heap pages to the OS (glibc's
+    ``malloc_trim``; elsewhere only the collection)."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -84,6 +84,9 @@ class WebSocketPeer(SessionDriver):
         super().__init__(session, on_effect, clock, drain_timeout)
         self.ws = ws
         self.owner = owner
+        # awaited with each binary message before the session gets it
+        # (settable after construction; see net/preverify.py)
+        self.prepare: Callable[[bytes], Awaitable[None]] | None = None
 
     async def run(self) -> None:
         """Run until the session or the connection ends. Never raises for
@@ -114,6 +117,8 @@ class WebSocketPeer(SessionDriver):
 
     async def _on_message(self, msg: aiohttp.WSMessage) -> None:
         if msg.type is WSMsgType.BINARY:
+            if self.prepare is not None:
+                await self.prepare(msg.data)  # e.g. signatures checked off the loop
             await self._apply(self.session.receive_data(msg.data, self.clock()))
             if not self.closed.is_set() and self.session.decoder.buffered:
                 await self._protocol_error("malformed", "message does not end on a frame")

@@ -20,13 +20,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..archive.schedule import ArchiveSchedule
+from ..backup.schedule import BackupSchedule
 from ..daemon import published_revocations
 from ..errors import InputError
+from ..housekeeping import Housekeeping, parse_sections
 from ..net.node import Node, NodeConfig
+from ..periodic import job_metrics
 from ..pki_device import load_device_certificate, ssl_context
 from ..pki_verify import verify_peer_certificate
 from ..replica import Replica
-from ..session import SessionConfig
+from ..session import DEFAULT_ACK_DELAY, SessionConfig
 from ..tomlconfig import parse_address, read_toml, toml_list
 from .api import ApiLimits, create_app
 from .audit import AuditLog
@@ -46,6 +50,10 @@ class RelayConfig:
     rate_window_s: int = 300
     max_body_bytes: int = 1 << 20
     gossip_interval: float = 5.0
+    ack_delay: float = DEFAULT_ACK_DELAY
+    max_connections: int = 4096
+    backup: BackupSchedule | None = None  # [backup]: scheduled backups (None: off)
+    archive: ArchiveSchedule | None = None  # [archive]: scheduled archiving (None: off)
 
 
 def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
@@ -66,6 +74,10 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         "rate_window_s",
         "max_body_bytes",
         "gossip_interval",
+        "ack_delay",
+        "max_connections",
+        "backup",
+        "archive",
     }
     unknown = set(raw) - known
     if unknown:
@@ -82,7 +94,7 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
     config.ws_peers = [str(u) for u in toml_list(raw, "ws_peers")]
     if "token_secret" in raw:
         config.token_secret = Path(raw["token_secret"])
-    for key in ("rate_limit", "rate_window_s", "max_body_bytes"):
+    for key in ("rate_limit", "rate_window_s", "max_body_bytes", "max_connections"):
         if key in raw:
             value = raw[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -93,6 +105,12 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise InputError("gossip_interval must be a positive number of seconds")
         config.gossip_interval = float(value)
+    if "ack_delay" in raw:
+        value = raw["ack_delay"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise InputError("ack_delay must be between 0 and 1 second")
+        config.ack_delay = float(value)
+    config.backup, config.archive = parse_sections(raw, config.data_dir)
     return config
 
 
@@ -102,7 +120,9 @@ class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.replica = Replica.open(config.data_dir)
-        self.replica.keep_observers = True  # a relay applies far more than it writes
+        # a relay applies far more than it writes, and reads even less
+        self.replica.keep_observers = True
+        self.replica.lazy_apply = True
         cert, ca = load_device_certificate(config.data_dir)
         own = verify_peer_certificate(cert, ca, self.replica.wall_clock())
         node_config = NodeConfig(
@@ -111,7 +131,8 @@ class Relay:
             peers=config.peers,
             ws_peers=config.ws_peers,
             gossip_interval=config.gossip_interval,
-            session=SessionConfig(),
+            max_connections=config.max_connections,
+            session=SessionConfig(ack_delay=config.ack_delay),
         )
         client_ctx = ssl_context(config.data_dir, server_side=False)
         self.server_ctx = ssl_context(config.data_dir, server_side=True)
@@ -137,6 +158,12 @@ class Relay:
         )
         self.audit = AuditLog(config.data_dir / "audit.db")
         self.metrics = Metrics()
+        self.housekeeping = Housekeeping(
+            self.replica,
+            config.backup,
+            config.archive,
+            on_outcome=job_metrics(self.metrics.registry),
+        )
         self.app = (
             create_app(
                 self.replica,
@@ -166,6 +193,7 @@ class Relay:
                 loop.add_signal_handler(sig, self.stopped.set)
         try:
             await self.node.start()
+            self.housekeeping.start()
             self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
             await self._runner.setup()
             host, port = self.config.https
@@ -181,6 +209,8 @@ class Relay:
             await self.shutdown()
 
     async def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.housekeeping.stop()  # a run under way ends first
         with contextlib.suppress(Exception):
             await self.node.stop()
         if self._runner is not None:
