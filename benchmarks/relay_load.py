@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve()
@@ -442,6 +443,132 @@ def data_baseline(work: Path, max_connections: int) -> float:
         stop(relay)
 
 
+def loader_bounds(gates: int, procs: int, per_event: int) -> list[tuple[int, int]]:
+    """The loaders' gate ranges (``lo``, ``hi``): an event's gates in one process."""
+    per = -(-gates // procs)
+    per -= per % per_event or 0
+    per = max(per, per_event)
+    bounds = []
+    lo = 0
+    for p in range(procs):
+        hi = gates if p == procs - 1 else min(gates, lo + per)
+        if lo < hi:
+            bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+def start_loaders(script: Path, args: argparse.Namespace, work: Path, port: int) -> list:
+    """One load-generator child of ``script`` per range of gates."""
+    loaders = []
+    for lo, hi in loader_bounds(args.gates, args.procs, args.gates_per_event):
+        share = args.rate * (hi - lo) / args.gates
+        flags = {
+            "--work": work, "--port": port, "--lo": lo, "--hi": hi, "--rate": share,
+            "--duration": args.duration, "--gates-per-event": args.gates_per_event,
+            "--observers": args.observers, "--seed": args.seed,
+        }  # fmt: skip
+        command = [sys.executable, str(script), "--_load"]
+        for flag, value in flags.items():
+            command += [flag, str(value)]
+        loaders.append(
+            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        )
+    return loaders
+
+
+def drive_load(
+    pid: int,
+    loaders: list,
+    args: argparse.Namespace,
+    *,
+    name: str,
+    measure_timeout: float = 60.0,
+    before_bye: Callable[[], None] | None = None,
+) -> dict:
+    """Run the load through connected ``loaders`` against the server ``pid``:
+    wait for the connections, go, watch the server's CPU and RSS for
+    ``--duration``, collect the loaders' measurements, disconnect them and
+    measure the server once more. Returns the raw figures."""
+    out: dict = {}
+    cpu0, out["rss_before"] = proc_stats(pid)
+    t = time.monotonic()
+    for p in loaders:
+        read_json_line(p, CONNECT_TIMEOUT_S + 30, "connection report")
+    out["connect_s"] = time.monotonic() - t
+    time.sleep(2.0)  # let the initial summaries settle
+    cpu1, out["rss_connected"] = proc_stats(pid)
+    out["cpu_connect_s"] = cpu1 - cpu0
+    log(f"{name}: {args.gates} gates connected in {out['connect_s']:.1f} s; "
+        f"RSS {out['rss_connected']:.0f} MB")  # fmt: skip
+    for p in loaders:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    t = time.monotonic()
+    rss_peak = out["rss_connected"]
+    loader_cpu_start = [proc_stats(p.pid)[0] for p in loaders]
+    while time.monotonic() - t < args.duration:
+        time.sleep(1.0)
+        _, rss = proc_stats(pid)
+        rss_peak = max(rss_peak, rss)
+        if int(time.monotonic() - t) % 10 == 0:
+            log(f"  {name} t={time.monotonic() - t:.0f}s RSS {rss:.0f} MB")
+    cpu_end, _ = proc_stats(pid)
+    loader_cpu_end = [proc_stats(p.pid)[0] for p in loaders]
+    load_wall = time.monotonic() - t
+    for p in loaders:
+        read_json_line(p, measure_timeout, "measurement")
+    out["cpu_total_s"], out["rss_loaded"] = proc_stats(pid)
+    out["rss_peak"] = max(rss_peak, out["rss_loaded"])
+    if before_bye is not None:
+        before_bye()
+    for p in loaders:
+        p.stdin.write("bye\n")
+        p.stdin.flush()
+    out["results"] = [read_json_line(p, 60, "result")["result"] for p in loaders]
+    for p in loaders:
+        p.wait(timeout=STOP_TIMEOUT_S)
+    time.sleep(3.0)
+    _, out["rss_after"] = proc_stats(pid)
+    out["cpu_pct"] = 100 * (cpu_end - cpu1) / load_wall
+    out["loader_cpu_pct"] = [
+        100 * (b - a) / load_wall for a, b in zip(loader_cpu_start, loader_cpu_end, strict=True)
+    ]
+    return out
+
+
+def latency_summary(results: list[dict], gates: int, load: dict) -> dict:
+    """The figures both servers report, from the loaders' results and ``drive_load``'s."""
+    lat = sorted(x for r in results for x in r["latencies_ms"])
+
+    def pct(q: float) -> float | None:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+
+    return {
+        "gates": gates,
+        "connect_s": load["connect_s"],
+        "appended": sum(r["appended"] for r in results),
+        "loader_lag_ticks": sum(r["lag_ticks"] for r in results),
+        "closed_early": sum(r["closed_early"] for r in results),
+        "latency_samples": len(lat),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": lat[-1] if lat else None,
+        "mean_ms": statistics.fmean(lat) if lat else None,
+        "relay_cpu_pct": load["cpu_pct"],
+        "loader_cpu_pct": load["loader_cpu_pct"],
+        "relay_cpu_connect_s": load["cpu_connect_s"],
+        "relay_cpu_total_s": load["cpu_total_s"],
+        "rss_before_mb": load["rss_before"],
+        "rss_connected_mb": load["rss_connected"],
+        "rss_peak_mb": load["rss_peak"],
+        "rss_loaded_mb": load["rss_loaded"],
+        "rss_after_mb": load["rss_after"],
+        "mb_per_conn_idle": (load["rss_connected"] - load["rss_before"]) / gates,
+        "mb_per_conn_peak": (load["rss_peak"] - load["rss_before"]) / gates,
+    }
+
+
 def run_ours(args: argparse.Namespace, work: Path) -> dict:
     t = time.monotonic()
     log(f"enrolling {args.gates} gate certificates ...")
@@ -462,126 +589,24 @@ def run_ours(args: argparse.Namespace, work: Path) -> dict:
         port = int(line.split()[1])
         log(f"relay pid {relay.pid} on port {port}")
         time.sleep(1.0)
-        cpu0, rss_before = proc_stats(relay.pid)
-        per = -(-args.gates // args.procs)
-        per -= per % args.gates_per_event or 0  # keep an event's gates in one process
-        per = max(per, args.gates_per_event)
-        bounds = []
-        lo = 0
-        for p in range(args.procs):
-            hi = args.gates if p == args.procs - 1 else min(args.gates, lo + per)
-            if lo < hi:
-                bounds.append((lo, hi))
-            lo = hi
-        for lo, hi in bounds:
-            share = args.rate * (hi - lo) / args.gates
-            loaders.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(SCRIPT),
-                        "--_load",
-                        "--work",
-                        str(work),
-                        "--port",
-                        str(port),
-                        "--lo",
-                        str(lo),
-                        "--hi",
-                        str(hi),
-                        "--rate",
-                        str(share),
-                        "--duration",
-                        str(args.duration),
-                        "--gates-per-event",
-                        str(args.gates_per_event),
-                        "--observers",
-                        str(args.observers),
-                        "--seed",
-                        args.seed,
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        t = time.monotonic()
-        for p in loaders:
-            read_json_line(p, CONNECT_TIMEOUT_S + 30, "connection report")
-        connect_s = time.monotonic() - t
-        time.sleep(2.0)  # let the initial summaries settle
-        cpu1, rss_connected = proc_stats(relay.pid)
-        log(f"{args.gates} gates connected in {connect_s:.1f} s; relay RSS {rss_connected:.0f} MB")
-        for p in loaders:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        t = time.monotonic()
-        rss_peak = rss_connected
-        cpu_start = cpu1
-        loader_cpu_start = [proc_stats(p.pid)[0] for p in loaders]
-        while time.monotonic() - t < args.duration:
-            time.sleep(1.0)
-            _, rss = proc_stats(relay.pid)
-            rss_peak = max(rss_peak, rss)
-            if int(time.monotonic() - t) % 10 == 0:
-                log(f"  t={time.monotonic() - t:.0f}s relay RSS {rss:.0f} MB")
-        cpu_end, _ = proc_stats(relay.pid)
-        loader_cpu_end = [proc_stats(p.pid)[0] for p in loaders]
-        load_wall = time.monotonic() - t
-        for p in loaders:
-            read_json_line(p, 60, "measurement")
-        cpu2, rss_loaded = proc_stats(relay.pid)
-        for p in loaders:
-            p.stdin.write("bye\n")
-            p.stdin.flush()
-        results = [read_json_line(p, 60, "result")["result"] for p in loaders]
-        for p in loaders:
-            p.wait(timeout=STOP_TIMEOUT_S)
-        time.sleep(3.0)
-        _, rss_after = proc_stats(relay.pid)
+        loaders = start_loaders(SCRIPT, args, work, port)
+        load = drive_load(relay.pid, loaders, args, name="relay")
     finally:
         for p in loaders:
             stop(p)
         stop(relay)
-    rss_data = data_baseline(work, args.gates + 16)
-    lat = sorted(x for r in results for x in r["latencies_ms"])
+    results = load["results"]
     elapsed = max(r["elapsed_s"] for r in results)
     acked = sum(r["acked"] for r in results)
-
-    def pct(q: float) -> float | None:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
-
     return {
         "relay_id": info["relay_id"],
-        "gates": args.gates,
-        "connect_s": connect_s,
-        "appended": sum(r["appended"] for r in results),
+        **latency_summary(results, args.gates, load),
         "acked": acked,
         "unacked_after_drain": sum(r["unacked"] for r in results),
         "rate_target": args.rate,
         "rate_achieved": acked / elapsed,
-        "loader_lag_ticks": sum(r["lag_ticks"] for r in results),
-        "closed_early": sum(r["closed_early"] for r in results),
         "close_reasons": sorted({c for r in results for c in r["close_reasons"]}),
-        "latency_samples": len(lat),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "max_ms": lat[-1] if lat else None,
-        "mean_ms": statistics.fmean(lat) if lat else None,
-        "relay_cpu_pct": 100 * (cpu_end - cpu_start) / load_wall,
-        "loader_cpu_pct": [
-            100 * (b - a) / load_wall for a, b in zip(loader_cpu_start, loader_cpu_end, strict=True)
-        ],
-        "relay_cpu_connect_s": cpu1 - cpu0,
-        "relay_cpu_total_s": cpu2,
-        "rss_before_mb": rss_before,
-        "rss_connected_mb": rss_connected,
-        "rss_peak_mb": rss_peak,
-        "rss_loaded_mb": rss_loaded,
-        "rss_after_mb": rss_after,
-        "rss_data_mb": rss_data,
-        "mb_per_conn_idle": (rss_connected - rss_before) / args.gates,
-        "mb_per_conn_peak": (rss_peak - rss_before) / args.gates,
+        "rss_data_mb": data_baseline(work, args.gates + 16),
     }
 
 

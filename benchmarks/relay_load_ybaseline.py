@@ -70,7 +70,6 @@ import hashlib
 import ipaddress
 import json
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,10 +85,13 @@ from relay_load import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     TICK_S,
+    drive_load,
     event_of,
+    latency_summary,
     log,
     proc_stats,
     read_json_line,
+    start_loaders,
     stop,
 )
 
@@ -471,21 +473,6 @@ async def _load_main(args: argparse.Namespace) -> None:
 # -- parent ---------------------------------------------------------------------------
 
 
-def _bounds(gates: int, procs: int, per_event: int) -> list[tuple[int, int]]:
-    """The loaders' gate ranges, as run_ours: an event's gates in one process."""
-    per = -(-gates // procs)
-    per -= per % per_event or 0
-    per = max(per, per_event)
-    bounds = []
-    lo = 0
-    for p in range(procs):
-        hi = gates if p == procs - 1 else min(gates, lo + per)
-        if lo < hi:
-            bounds.append((lo, hi))
-        lo = hi
-    return bounds
-
-
 def _server_stats(server: subprocess.Popen, command: str = "stats") -> dict:
     server.stdin.write(command + "\n")
     server.stdin.flush()
@@ -515,79 +502,20 @@ def run_baseline(args: argparse.Namespace, work: Path) -> dict:
         port = int(read_json_line(server, START_TIMEOUT_S, "server port")["port"])
         log(f"baseline: pycrdt-websocket server pid {server.pid} on port {port}")
         time.sleep(1.0)
-        cpu0, rss_before = proc_stats(server.pid)
-        for lo, hi in _bounds(args.gates, args.procs, args.gates_per_event):
-            share = args.rate * (hi - lo) / args.gates
-            loaders.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(SCRIPT),
-                        "--_load",
-                        "--work",
-                        str(work),
-                        "--port",
-                        str(port),
-                        "--lo",
-                        str(lo),
-                        "--hi",
-                        str(hi),
-                        "--rate",
-                        str(share),
-                        "--duration",
-                        str(args.duration),
-                        "--gates-per-event",
-                        str(args.gates_per_event),
-                        "--observers",
-                        str(args.observers),
-                        "--seed",
-                        args.seed,
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        t = time.monotonic()
-        for p in loaders:
-            read_json_line(p, CONNECT_TIMEOUT_S + 30, "connection report")
-        connect_s = time.monotonic() - t
-        time.sleep(2.0)  # as ours: let the initial sync settle
-        cpu1, rss_connected = proc_stats(server.pid)
-        log(
-            f"baseline: {args.gates} clients connected in {connect_s:.1f} s; "
-            f"server RSS {rss_connected:.0f} MB"
+        loaders = start_loaders(SCRIPT, args, work, port)
+        stats: dict = {}
+
+        def before_bye() -> None:
+            stats["loaded"] = _server_stats(server)
+
+        load = drive_load(
+            server.pid,
+            loaders,
+            args,
+            name="baseline",
+            measure_timeout=DRAIN_S + 60,
+            before_bye=before_bye,
         )
-        for p in loaders:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        t = time.monotonic()
-        rss_peak = rss_connected
-        cpu_start = cpu1
-        loader_cpu_start = [proc_stats(p.pid)[0] for p in loaders]
-        while time.monotonic() - t < args.duration:
-            time.sleep(1.0)
-            _, rss = proc_stats(server.pid)
-            rss_peak = max(rss_peak, rss)
-            if int(time.monotonic() - t) % 10 == 0:
-                log(f"  baseline t={time.monotonic() - t:.0f}s server RSS {rss:.0f} MB")
-        cpu_end, _ = proc_stats(server.pid)
-        loader_cpu_end = [proc_stats(p.pid)[0] for p in loaders]
-        load_wall = time.monotonic() - t
-        for p in loaders:
-            read_json_line(p, DRAIN_S + 60, "measurement")
-        cpu2, rss_loaded = proc_stats(server.pid)
-        _, rss = proc_stats(server.pid)
-        rss_peak = max(rss_peak, rss)
-        loaded = _server_stats(server)
-        for p in loaders:
-            p.stdin.write("bye\n")
-            p.stdin.flush()
-        results = [read_json_line(p, 60, "result")["result"] for p in loaders]
-        for p in loaders:
-            p.wait(timeout=STOP_TIMEOUT_S)
-        time.sleep(3.0)
-        _, rss_after = proc_stats(server.pid)
         after = _server_stats(server)
         _server_stats(server, "trim")
         _, rss_trimmed = proc_stats(server.pid)
@@ -598,21 +526,15 @@ def run_baseline(args: argparse.Namespace, work: Path) -> dict:
             with contextlib.suppress(OSError):
                 server.stdin.close()
         stop(server)
-    lat = sorted(x for r in results for x in r["latencies_ms"])
+    results = load["results"]
+    loaded = stats["loaded"]
     elapsed = max(r["elapsed_s"] for r in results)
-    appended = sum(r["appended"] for r in results)
-
-    def pct(q: float) -> float | None:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
-
     return {
         "server": "pycrdt-websocket "
         + _version("pycrdt-websocket")
         + " WebsocketServer/YRoom behind aiohttp, pycrdt "
         + _version("pycrdt"),
-        "gates": args.gates,
-        "connect_s": connect_s,
-        "appended": appended,
+        **latency_summary(results, args.gates, load),
         "rate_basis": "scans applied by the server's rooms / load duration",
         "server_scans_applied": loaded["scans_applied"],
         "server_updates_received": loaded["updates"],
@@ -624,28 +546,8 @@ def run_baseline(args: argparse.Namespace, work: Path) -> dict:
         "drain_s": max(r["drain_s"] for r in results),
         "rate_target": args.rate,
         "rate_achieved": loaded["scans_applied"] / elapsed,
-        "rate_appended": appended / elapsed,
-        "loader_lag_ticks": sum(r["lag_ticks"] for r in results),
-        "closed_early": sum(r["closed_early"] for r in results),
-        "latency_samples": len(lat),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "max_ms": lat[-1] if lat else None,
-        "mean_ms": statistics.fmean(lat) if lat else None,
-        "relay_cpu_pct": 100 * (cpu_end - cpu_start) / load_wall,
-        "loader_cpu_pct": [
-            100 * (b - a) / load_wall for a, b in zip(loader_cpu_start, loader_cpu_end, strict=True)
-        ],
-        "relay_cpu_connect_s": cpu1 - cpu0,
-        "relay_cpu_total_s": cpu2,
-        "rss_before_mb": rss_before,
-        "rss_connected_mb": rss_connected,
-        "rss_peak_mb": rss_peak,
-        "rss_loaded_mb": rss_loaded,
-        "rss_after_mb": rss_after,
+        "rate_appended": sum(r["appended"] for r in results) / elapsed,
         "rss_after_gc_trim_mb": rss_trimmed,
-        "mb_per_conn_idle": (rss_connected - rss_before) / args.gates,
-        "mb_per_conn_peak": (rss_peak - rss_before) / args.gates,
     }
 
 

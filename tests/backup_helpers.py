@@ -1,4 +1,5 @@
-"""Helpers of the backup tests: event contents, reads to compare, file hashes."""
+"""Helpers of the backup and archive tests: devices, event contents, reads to compare,
+file hashes."""
 
 from __future__ import annotations
 
@@ -71,12 +72,7 @@ def build(root: Path, content: Content) -> tuple[Replica, Replica]:
     """A gate ``a`` holding ``content`` (written at ``a``, plus an admin ``b``'s
     deletions and concurrent critical edit, synced to ``a``). Both stay open."""
     clock = FakeClock(T0)
-    for name, role in (("a", Role.GATE), ("b", Role.ADMIN)):
-        Replica.init(root / name, role=role, name=name)
-    a = Replica.open(root / "a", wall_clock=clock)
-    b = Replica.open(root / "b", wall_clock=clock)
-    a.trust(b.device_id, b.identity.public_key_raw, b.role)
-    b.trust(a.device_id, a.identity.public_key_raw, a.role)
+    a, b = open_pair(root, clock)
     a.create_event(EV, "Conference")
     a.import_participants(EV, content.people)
     for key, value in content.config.items():
@@ -93,6 +89,25 @@ def build(root: Path, content: Content) -> tuple[Replica, Replica]:
     for who in content.deleted:
         b.delete_participant(EV, f"P{who}")
     sync(b, a)
+    return a, b
+
+
+def open_device(path: Path, role: Role, clock: FakeClock) -> Replica:
+    """A new device at ``path`` (named after it), open on ``clock``."""
+    Replica.init(path, role=role, name=path.name)
+    return Replica.open(path, wall_clock=clock)
+
+
+def introduce(x: Replica, y: Replica) -> None:
+    """Make ``x`` and ``y`` trust each other (what enrolment does)."""
+    x.trust(y.device_id, y.identity.public_key_raw, y.role)
+    y.trust(x.device_id, x.identity.public_key_raw, x.role)
+
+
+def open_pair(root: Path, clock: FakeClock) -> tuple[Replica, Replica]:
+    """A new gate ``root/a`` and admin ``root/b``, open on ``clock``, trusting each other."""
+    a, b = open_device(root / "a", Role.GATE, clock), open_device(root / "b", Role.ADMIN, clock)
+    introduce(a, b)
     return a, b
 
 

@@ -28,7 +28,7 @@ from headcount.archive import (
 from headcount.compaction import compact
 from headcount.peerlog import ReplicaLog
 
-from .backup_helpers import FAST_SCRYPT, PASSPHRASE, reads
+from .backup_helpers import FAST_SCRYPT, PASSPHRASE, introduce, open_device, reads
 from .conftest import T0, FakeClock
 from .protocol_helpers import ConnectionPair
 
@@ -60,6 +60,21 @@ def _old_event(root: Path, clock: FakeClock, event: str = EV, people: int = 4) -
     return replica
 
 
+def _peer(a: Replica, root: Path, clock: FakeClock) -> Replica:
+    """A gate ``root/b`` that trusts ``a``, is trusted by it, and holds what it holds."""
+    b = open_device(root / "b", Role.GATE, clock)
+    introduce(a, b)
+    _sync(a, b)
+    return b
+
+
+def _sync(x: Replica, y: Replica) -> ConnectionPair:
+    """One session between ``x`` and ``y``, run until idle."""
+    pair = ConnectionPair(ReplicaLog(x), ReplicaLog(y))
+    pair.run()
+    return pair
+
+
 def _policy(root: Path, **kw: object) -> ArchivePolicy:
     return ArchivePolicy(root / "archive", scrypt_n=FAST_SCRYPT, **kw)  # type: ignore[arg-type]
 
@@ -89,8 +104,7 @@ def test_a_query_returns_exactly_the_archived_records_in_range(history) -> None:
     n, scans, edits, ranges = history
     with tempfile.TemporaryDirectory() as tmp:
         root, clock = Path(tmp), FakeClock(W)
-        Replica.init(root / "a", role=Role.ADMIN, name="a")
-        a = Replica.open(root / "a", wall_clock=clock)
+        a = open_device(root / "a", Role.ADMIN, clock)
         a.create_event(EV, "Conf")
         a.import_participants(EV, [{"id": f"P{i}", "name": "x"} for i in range(n)])
         edited = {f"P{i}": W for i in range(n)}
@@ -159,17 +173,12 @@ def test_an_event_with_a_recent_write_is_not_archived(tmp_path, clock):
 def test_a_peer_still_holding_the_event_does_not_bring_it_back(tmp_path, clock):
     clock.now = W
     a = _old_event(tmp_path, clock)
-    Replica.init(tmp_path / "b", role=Role.GATE, name="b")
-    b = Replica.open(tmp_path / "b", wall_clock=clock)
-    a.trust(b.device_id, b.identity.public_key_raw, b.role)
-    b.trust(a.device_id, a.identity.public_key_raw, a.role)
-    ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
+    b = _peer(a, tmp_path, clock)
     before = reads(b)
     archive_now(a, _policy(tmp_path), T0, Steps(None))
     b.check_in(EV, "P1")  # b keeps writing to the event a archived
     for _ in range(2):
-        pair = ConnectionPair(ReplicaLog(b), ReplicaLog(a))
-        pair.run()
+        pair = _sync(b, a)
         pair._effects(0, pair.sides[0].session.anti_entropy(pair.now))
         pair.run()
         assert not any(side.closed not in (None, "clean") for side in pair.sides)
@@ -184,19 +193,14 @@ def test_a_peer_still_holding_the_event_does_not_bring_it_back(tmp_path, clock):
 def test_a_lagging_peer_of_an_archived_event_does_not_break_the_session(tmp_path, clock):
     clock.now = W
     a = _old_event(tmp_path, clock)
-    Replica.init(tmp_path / "b", role=Role.GATE, name="b")
-    b = Replica.open(tmp_path / "b", wall_clock=clock)
-    a.trust(b.device_id, b.identity.public_key_raw, b.role)
-    b.trust(a.device_id, a.identity.public_key_raw, a.role)
-    ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
+    b = _peer(a, tmp_path, clock)
     a.check_in(EV, "Q0", at_ms=W - DAY)  # b never receives this one
     # b acknowledged less than a holds: only forced does a archive (a device
     # that got part of the event through others, and never synced it with a,
     # reaches the same state without force)
     archive_now(a, _policy(tmp_path, require_synced=False), T0, Steps(None))
     try:
-        pair = ConnectionPair(ReplicaLog(a), ReplicaLog(b))
-        pair.run()
+        pair = _sync(a, b)
         assert not any(side.closed not in (None, "clean") for side in pair.sides)
     finally:
         a.close()
@@ -206,20 +210,19 @@ def test_a_lagging_peer_of_an_archived_event_does_not_break_the_session(tmp_path
 def test_an_event_waits_until_every_peer_that_acknowledged_it_holds_all_of_it(tmp_path, clock):
     clock.now = W
     a = _old_event(tmp_path, clock)
-    Replica.init(tmp_path / "b", role=Role.GATE, name="b")
-    b = Replica.open(tmp_path / "b", wall_clock=clock)
+    b = open_device(tmp_path / "b", Role.GATE, clock)
     policy = _policy(tmp_path)
     a.trust(b.device_id, b.identity.public_key_raw, b.role)
     steps = Steps(None)
     assert archive_now(a, policy, T0, steps)["archived"] == []  # b never acknowledged it
     assert "exist only here" in steps.lines[-1]["reason"]
     b.trust(a.device_id, a.identity.public_key_raw, a.role)
-    ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
+    _sync(a, b)
     a.check_in(EV, "Q0", at_ms=W - DAY)  # b lacks this one
     steps = Steps(None)
     assert archive_now(a, policy, T0, steps)["archived"] == []
     assert b.device_id in steps.lines[-1]["reason"] and a.events() == [EV]
-    ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()  # b catches up and says so
+    _sync(a, b)  # b catches up and says so
     assert [x["event"] for x in archive_now(a, policy, T0, Steps(None))["archived"]] == [EV]
     a.close()
     b.close()
@@ -245,14 +248,13 @@ def test_restore_brings_back_the_whole_event_even_after_compaction(make_replica,
     clock.now = W
     a = _old_event(tmp_path, clock)
     g = make_replica("g")
-    a.trust(g.device_id, g.identity.public_key_raw, g.role)
-    g.trust(a.device_id, a.identity.public_key_raw, a.role)
-    ConnectionPair(ReplicaLog(a), ReplicaLog(g)).run()
+    introduce(a, g)
+    _sync(a, g)
     g.check_in(EV, "Q3", at_ms=W - DAY)
-    ConnectionPair(ReplicaLog(g), ReplicaLog(a)).run()
+    _sync(g, a)
     assert compact(a, EV) > 0 and a.store.horizon(EV)
     a.check_in(EV, "Q2", at_ms=W - 2 * DAY)  # an entry after the horizon
-    ConnectionPair(ReplicaLog(a), ReplicaLog(g)).run()
+    _sync(a, g)
     before = reads(a)
     policy = _policy(tmp_path, secret=PASSPHRASE)
     steps = Steps(policy.journal)
@@ -267,7 +269,7 @@ def test_restore_brings_back_the_whole_event_even_after_compaction(make_replica,
         assert reads(again) == before
         clock.now = T0
         again.check_in(EV, "Q0", at_ms=T0)  # its own chain continues
-        ConnectionPair(ReplicaLog(again), ReplicaLog(g)).run()
+        _sync(again, g)
     # archived again later, the new archive supersedes the first: no record twice
     with Replica.open(tmp_path / "a", wall_clock=clock) as again:
         report = archive_now(again, policy, T0 + 100 * DAY, Steps(policy.journal))

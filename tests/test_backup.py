@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from headcount import Replica, Role
-from headcount.backup import Catalog, Kind, create_backup, restore_backup, verify_backup
+from headcount.backup import (
+    Catalog,
+    Kind,
+    RestoreReport,
+    create_backup,
+    restore_backup,
+    verify_backup,
+)
 
 from .backup_helpers import EV, FAST_SCRYPT, SECRETS, Content, build, contents, reads
 
@@ -27,19 +37,30 @@ EXAMPLES = settings(
 )
 
 
+def _every_secret_and_content(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test(secret, content)`` for each secret on :data:`EXAMPLES` generated contents."""
+    return pytest.mark.parametrize("secret", sorted(SECRETS))(
+        EXAMPLES(given(content=contents())(test))
+    )
+
+
+@contextmanager
+def _built(content: Content) -> Iterator[tuple[Path, Replica, Replica]]:
+    """A temporary root holding the gate ``a`` and the admin ``b`` of :func:`build` (open)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = build(Path(tmp), content)
+        yield Path(tmp), a, b
+
+
 def _backup(data_dir: Path, kind: Kind, dest: Path, secret_name: str, **kw: object):
     return create_backup(
         data_dir, kind, dest=dest, secret=SECRETS[secret_name], scrypt_n=FAST_SCRYPT, **kw
     )
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-@EXAMPLES
-@given(content=contents())
+@_every_secret_and_content
 def test_full_backup_restores_exactly_what_was_backed_up(secret: str, content: Content) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        a, b = build(root, content)
+    with _built(content) as (root, a, b):
         b.close()
         before = reads(a)
         old_client = a.event(EV).doc.doc.client_id
@@ -54,13 +75,10 @@ def test_full_backup_restores_exactly_what_was_backed_up(secret: str, content: C
             assert restored.event(EV).doc.doc.client_id != old_client
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-@EXAMPLES
-@given(content=contents())
+@_every_secret_and_content
 def test_incremental_chain_restores_the_last_link(secret: str, content: Content) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root, dest = Path(tmp), Path(tmp) / "dest"
-        a, b = build(root, content)
+    with _built(content) as (root, a, b):
+        dest = root / "dest"
         b.close()
         full = _backup(root / "a", Kind.FULL, dest, secret)
         a.import_participants(EV, [{"id": "late1", "name": "L1"}])
@@ -79,13 +97,9 @@ def test_incremental_chain_restores_the_last_link(secret: str, content: Content)
             assert reads(restored) == expected
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-@EXAMPLES
-@given(content=contents())
+@_every_secret_and_content
 def test_full_backup_rebuilds_a_destroyed_data_dir(secret: str, content: Content) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        a, b = build(root, content)
+    with _built(content) as (root, a, b):
         b.close()
         device, before = a.device_id, reads(a)
         m = _backup(root / "a", Kind.FULL, root / "dest", secret)
@@ -106,63 +120,49 @@ def _live_fields(participant: dict) -> dict:
     return {k: v for k, v in participant.items() if k not in skip and v is not None}
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-@EXAMPLES
-@given(content=contents())
+def _merged(
+    content: Content, secret: str, kind: Kind, role: Role
+) -> tuple[dict[str, Any], list[RestoreReport], dict[str, Any]]:
+    """Back up ``kind`` of a built gate, then restore it twice into a new device of
+    ``role`` that trusts the gate.
+
+    Returns:
+        What the gate read when backed up, the two restores' reports, and what the
+        new device reads after them.
+    """
+    with _built(content) as (root, a, b):
+        m = _backup(root / "a", kind, root / "dest", secret)
+        source = reads(a)
+        a.close()
+        b.close()
+        c = _fresh_device(root / "c", role, a)
+        reports = [restore_backup(m.id, root / "dest", c, secret=SECRETS[secret]) for _ in range(2)]
+        with Replica.open(c) as restored:
+            return source, reports, reads(restored)
+
+
+@_every_secret_and_content
 def test_participants_backup_merges_into_another_device(secret: str, content: Content) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        a, b = build(root, content)
-        m = _backup(root / "a", Kind.PARTICIPANTS, root / "dest", secret)
-        want = [_live_fields(p) for p in reads(a)["participants"] if not p.get("deleted")]
-        a.close()
-        b.close()
-        c = _fresh_device(root / "c", Role.GATE, a)
-        first = restore_backup(m.id, root / "dest", root / "c", secret=SECRETS[secret])
-        again = restore_backup(m.id, root / "dest", root / "c", secret=SECRETS[secret])
-        assert first.merge is not None and again.merge is not None
-        assert again.merge.written == 0  # a repeat changes nothing
-        with Replica.open(c) as restored:
-            got = [p.to_dict() for p in restored.event(EV).participants(include_deleted=True)]
-        assert got == want
+    source, (first, again), got = _merged(content, secret, Kind.PARTICIPANTS, Role.GATE)
+    assert first.merge is not None and again.merge is not None
+    assert again.merge.written == 0  # a repeat changes nothing
+    want = [_live_fields(p) for p in source["participants"] if not p.get("deleted")]
+    assert got["participants"] == want
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-@EXAMPLES
-@given(content=contents())
+@_every_secret_and_content
 def test_attendance_backup_merges_without_duplicates(secret: str, content: Content) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        a, b = build(root, content)
-        m = _backup(root / "a", Kind.ATTENDANCE, root / "dest", secret)
-        want = reads(a)
-        a.close()
-        b.close()
-        c = _fresh_device(root / "c", Role.GATE, a)
-        restore_backup(m.id, root / "dest", root / "c", secret=SECRETS[secret])
-        again = restore_backup(m.id, root / "dest", root / "c", secret=SECRETS[secret])
-        assert again.merge is not None and again.merge.written == 0
-        with Replica.open(c) as restored:
-            got = reads(restored)
-        assert got["attendance"] == want["attendance"]
-        assert got["scans"] == want["scans"]
+    want, (_, again), got = _merged(content, secret, Kind.ATTENDANCE, Role.GATE)
+    assert again.merge is not None and again.merge.written == 0
+    assert got["attendance"] == want["attendance"]
+    assert got["scans"] == want["scans"]
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-@EXAMPLES
-@given(content=contents())
+@_every_secret_and_content
 def test_configuration_backup_merges_into_an_admin(secret: str, content: Content) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        a, b = build(root, content)
-        m = _backup(root / "a", Kind.CONFIGURATION, root / "dest", secret)
-        want = reads(a)["config"]
-        a.close()
-        b.close()
-        c = _fresh_device(root / "c", Role.ADMIN, a)
-        restore_backup(m.id, root / "dest", root / "c", secret=SECRETS[secret])
-        with Replica.open(c) as restored:
-            assert restored.event(EV).config() == want
+    want, (_, again), got = _merged(content, secret, Kind.CONFIGURATION, Role.ADMIN)
+    assert again.merge is not None and again.merge.written == 0
+    assert got["config"] == want["config"]
 
 
 def _fresh_device(path: Path, role: Role, source: Replica) -> Path:

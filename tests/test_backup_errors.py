@@ -87,13 +87,22 @@ def world(tmp_path: Path) -> World:
     )
 
 
-def refused(world: World, code: str, ref: str, dest: Path | None = None, **kw: object) -> str:
-    """Restore must fail with ``code`` and change nothing in the data directory."""
-    before = tree_hashes(world.data)
+def refused(
+    world: World,
+    code: str,
+    ref: str,
+    dest: Path | None = None,
+    onto: Path | None = None,
+    **kw: object,
+) -> str:
+    """Restore into ``onto`` (the world's data directory by default) must fail
+    with ``code`` and change nothing there."""
+    data = onto or world.data
+    before = tree_hashes(data)
     with pytest.raises(HeadcountError) as exc:
-        restore_backup(ref, dest or world.dest, world.data, **kw)
+        restore_backup(ref, dest or world.dest, data, **kw)
     assert exc.value.code == code, exc.value
-    assert tree_hashes(world.data) == before
+    assert tree_hashes(data) == before
     return exc.value.message
 
 
@@ -314,11 +323,7 @@ def test_restore_while_the_data_dir_is_locked_is_refused(world: World) -> None:
 def test_restore_onto_another_device_is_refused(world: World, tmp_path: Path) -> None:
     other = tmp_path / "other"
     Replica.init(other, role=Role.GATE)
-    before = tree_hashes(other)
-    with pytest.raises(HeadcountError) as exc:
-        restore_backup(world.full, world.dest, other)
-    assert exc.value.code == "wrong_device"
-    assert tree_hashes(other) == before
+    refused(world, "wrong_device", world.full, onto=other)
     refused(world, "wrong_device", world.full, expect_device="0" * 20)
 
 
@@ -336,11 +341,7 @@ def test_a_per_kind_backup_from_an_unknown_device_is_refused(world: World, tmp_p
     m = create_backup(world.data, Kind.PARTICIPANTS, dest=world.dest)
     stranger = tmp_path / "stranger"
     Replica.init(stranger, role=Role.GATE)
-    before = tree_hashes(stranger)
-    with pytest.raises(HeadcountError) as exc:
-        restore_backup(m.id, world.dest, stranger)
-    assert exc.value.code == "untrusted_signer"
-    assert tree_hashes(stranger) == before
+    refused(world, "untrusted_signer", m.id, onto=stranger)
 
 
 def test_configuration_onto_a_gate_is_refused(world: World) -> None:

@@ -7,24 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from headcount import HeadcountError, Replica, Role
+from headcount import HeadcountError, Replica
 from headcount.backup import Kind, create_backup, restore_backup
 from headcount.peerlog import ReplicaLog
 
+from .backup_helpers import open_pair
 from .conftest import FakeClock
 from .protocol_helpers import ConnectionPair
 
 EV = "ev"
-
-
-def _pair(tmp_path: Path, clock: FakeClock) -> tuple[Replica, Replica]:
-    Replica.init(tmp_path / "a", role=Role.GATE, name="a")
-    Replica.init(tmp_path / "b", role=Role.ADMIN, name="b")
-    a = Replica.open(tmp_path / "a", wall_clock=clock)
-    b = Replica.open(tmp_path / "b", wall_clock=clock)
-    a.trust(b.device_id, b.identity.public_key_raw, b.role)
-    b.trust(a.device_id, a.identity.public_key_raw, a.role)
-    return a, b
 
 
 def _state(r: Replica) -> tuple[list[str], dict[str, int], int]:
@@ -35,7 +26,7 @@ def _state(r: Replica) -> tuple[list[str], dict[str, int], int]:
 def test_a_restored_device_waits_for_its_own_entries_then_continues_its_chain(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    a, b = _pair(tmp_path, clock)
+    a, b = open_pair(tmp_path, clock)
     a.create_event(EV, "Conf")
     a.import_participants(EV, [{"id": f"P{i}", "qr_token": f"Q{i}"} for i in range(5)])
     ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
@@ -80,7 +71,7 @@ def test_a_restored_device_waits_for_its_own_entries_then_continues_its_chain(
 def test_a_peer_that_lacks_later_entries_lets_the_device_rejoin_at_once(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    a, b = _pair(tmp_path, clock)
+    a, b = open_pair(tmp_path, clock)
     a.create_event(EV, "Conf")
     a.import_participants(EV, [{"id": "P0"}])
     ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,22 @@ def store(tmp_path: Path):
     s.close()
 
 
+def run_group(
+    store: Store, scenario: Callable[[GroupCommit], Awaitable[None]], **options: float
+) -> None:
+    """Run ``scenario`` in a new event loop with a :class:`GroupCommit` of ``store``
+    (made in that loop with ``options``), and close the group after it."""
+
+    async def main() -> None:
+        group = GroupCommit(store, **options)
+        try:
+            await scenario(group)
+        finally:
+            group.close()
+
+    asyncio.run(main())
+
+
 def write(store: Store, group: GroupCommit, event: str, n: int = 1, first: int = 1) -> None:
     with store.deferred():
         store.append(chain("dev-a", n, first, event=event), hlc=first, force=True)
@@ -40,8 +57,7 @@ def write(store: Store, group: GroupCommit, event: str, n: int = 1, first: int =
 
 
 def test_durable_waits_for_commit_and_sync(store: Store):
-    async def main() -> None:
-        group = GroupCommit(store)
+    async def scenario(group: GroupCommit) -> None:
         assert store.needs_sync("ev1") == 0
         write(store, group, "ev1")
         assert committed_seq(store.path, "ev1") == 0  # only in the open group
@@ -49,27 +65,23 @@ def test_durable_waits_for_commit_and_sync(store: Store):
         assert committed_seq(store.path, "ev1") == 1
         assert store.synced_gen >= store.commit_gen
         assert group.syncs >= 1  # the fsync ran in the worker thread
-        group.close()
 
-    asyncio.run(main())
+    run_group(store, scenario)
 
 
 def test_many_waiters_share_one_commit(store: Store):
-    async def main() -> None:
-        group = GroupCommit(store, max_delay=60)  # only the loop turn ends a group
+    async def scenario(group: GroupCommit) -> None:
         for i in range(20):
             write(store, group, f"ev{i}")
         await asyncio.wait_for(asyncio.gather(*(group.durable(f"ev{i}") for i in range(20))), 5)
         assert group.commits == 1
         assert all(committed_seq(store.path, f"ev{i}") == 1 for i in range(20))
-        group.close()
 
-    asyncio.run(main())
+    run_group(store, scenario, max_delay=60)  # only the loop turn ends a group
 
 
 def test_an_event_with_durable_writes_waits_for_nobody(store: Store):
-    async def main() -> None:
-        group = GroupCommit(store, max_delay=60)
+    async def scenario(group: GroupCommit) -> None:
         write(store, group, "old")
         await group.durable("old")
         write(store, group, "busy")  # uncommitted writes of another event
@@ -78,27 +90,23 @@ def test_an_event_with_durable_writes_waits_for_nobody(store: Store):
         assert store.dirty("busy") and group.commits == commits
         await group.durable("busy")
         assert committed_seq(store.path, "busy") == 1
-        group.close()
 
-    asyncio.run(main())
+    run_group(store, scenario, max_delay=60)
 
 
 def test_an_old_group_is_committed_by_its_next_waiter(store: Store):
-    async def main() -> None:
-        group = GroupCommit(store, max_delay=0.0)
+    async def scenario(group: GroupCommit) -> None:
         write(store, group, "ev1")
         await group.durable("ev1")
         # committed inline by the waiter (the scheduled commit finds nothing left)
         assert group.commits == 1
         assert committed_seq(store.path, "ev1") == 1
-        group.close()
 
-    asyncio.run(main())
+    run_group(store, scenario, max_delay=0.0)
 
 
 def test_a_failed_commit_fails_every_waiter(store: Store, monkeypatch: pytest.MonkeyPatch):
-    async def main() -> None:
-        group = GroupCommit(store, max_delay=60)
+    async def scenario(group: GroupCommit) -> None:
         write(store, group, "ev1")
         write(store, group, "ev2")
 
@@ -110,14 +118,12 @@ def test_a_failed_commit_fails_every_waiter(store: Store, monkeypatch: pytest.Mo
             group.durable("ev1"), group.durable("ev2"), return_exceptions=True
         )
         assert all(isinstance(r, StoreError) for r in results)
-        group.close()
 
-    asyncio.run(main())
+    run_group(store, scenario, max_delay=60)
 
 
 def test_a_failed_sync_fails_its_waiters(store: Store, monkeypatch: pytest.MonkeyPatch):
-    async def main() -> None:
-        group = GroupCommit(store, max_delay=60)
+    async def scenario(group: GroupCommit) -> None:
         write(store, group, "ev1")
 
         def broken() -> int:
@@ -127,9 +133,8 @@ def test_a_failed_sync_fails_its_waiters(store: Store, monkeypatch: pytest.Monke
         with pytest.raises(StoreError):
             await asyncio.wait_for(group.durable("ev1"), 5)
         assert group.failures == 1
-        group.close()
 
-    asyncio.run(main())
+    run_group(store, scenario, max_delay=60)
 
 
 def test_background_sync_only_for_full_durability(tmp_path: Path):

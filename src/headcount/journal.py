@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .backup.files import make_private_dir, write_durably
+
 JOURNAL_FILE = "journal.jsonl"
 
 
@@ -46,15 +48,8 @@ class Journal:
         line = {"at": iso_time(now), "at_ms": now, **record}
         data = (json.dumps(line, default=str, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            make_private_dir(self.path.parent)
+            write_durably(self.path, data, os.O_APPEND | os.O_CREAT)
         return line
 
     def records(self) -> Iterator[dict[str, Any]]:

@@ -18,23 +18,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from ..backup.cli import secret_from_args, secret_options
+from ..backup.cli import (
+    Command,
+    Result,
+    data_dir_from,
+    dir_from,
+    secret_from_args,
+    secret_options,
+)
 from ..backup.crypto import KeyRing
 from ..backup.storefile import connect_ro
 from ..cliutil import command_group
 from ..durations import duration_arg, format_duration
 from ..errors import InputError, StoreError
 from ..housekeeping import log_to_stderr
-from ..identity import default_data_dir, load_identity
+from ..identity import load_identity
 from ..journal import iso_time
 from ..replica import Replica, wall_clock_ms
 from ..store import DB_FILE
@@ -44,8 +49,6 @@ from .records import KINDS
 from .restore import restore_archived
 from .run import DAY_S, ArchivePolicy, Steps, archive_now, prune, scan
 
-Command = Callable[..., argparse.ArgumentParser]
-Result = tuple[Any, str]
 DIR_ENV = "HEADCOUNT_ARCHIVE_DIR"
 
 
@@ -151,7 +154,7 @@ def _run(args: argparse.Namespace) -> Result:
     if args.dry_run:
         return _dry_run(args, policy, now)
     try:
-        replica = Replica.open(_data_dir(args))
+        replica = Replica.open(data_dir_from(args))
     except StoreError as exc:
         if exc.code == "locked":
             raise StoreError(
@@ -171,7 +174,7 @@ def _run(args: argparse.Namespace) -> Result:
 
 
 def _dry_run(args: argparse.Namespace, policy: ArchivePolicy, now: int) -> Result:
-    data_dir, steps = _data_dir(args), _steps(args, None)
+    data_dir, steps = data_dir_from(args), _steps(args, None)
     device = load_identity(data_dir).device_id
     found = [c.to_dict() for c, _, _ in scan(data_dir, device, now, policy, args.events, steps)]
     held = [{"event": s["event"], "reason": s["reason"]} for s in steps.lines]
@@ -291,7 +294,7 @@ def _row(directory: Path, entry: Any, keyring: KeyRing | None) -> dict[str, Any]
 
 def _archived_events(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The events the store remembers as archived (none without a store)."""
-    path = _data_dir(args) / DB_FILE
+    path = data_dir_from(args) / DB_FILE
     if not path.is_file():
         return []
     db = connect_ro(path)
@@ -326,7 +329,7 @@ def _prune(args: argparse.Namespace) -> Result:
 
 def _restore(args: argparse.Namespace) -> Result:
     directory = _dir(args)
-    with Replica.open(_data_dir(args)) as replica:
+    with Replica.open(data_dir_from(args)) as replica:
         report = restore_archived(
             replica,
             directory,
@@ -344,15 +347,8 @@ def _restore(args: argparse.Namespace) -> Result:
 # -- helpers -------------------------------------------------------------------
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    return args.data_dir or default_data_dir()
-
-
 def _dir(args: argparse.Namespace) -> Path:
-    if args.dir is not None:
-        return args.dir
-    env = os.environ.get(DIR_ENV)
-    return Path(env) if env else default_archive_dir(_data_dir(args))
+    return dir_from(args, args.dir, DIR_ENV, default_archive_dir)
 
 
 def _steps(args: argparse.Namespace, policy: ArchivePolicy | None) -> Steps:

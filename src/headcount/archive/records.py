@@ -8,7 +8,8 @@ document from those rows alone, so the logical records and the raw rows of
 an archive always describe the same state.
 
 The logical records (:func:`logical_records`) are the per-kind exports
-of a backup plus the conflicts and resolutions, each with a ``time_ms``:
+of a backup (the lines of :mod:`headcount.backup.exports`) plus the
+conflicts and resolutions, each with a ``time_ms``:
 
 | type | time_ms |
 |---|---|
@@ -22,15 +23,20 @@ of a backup plus the conflicts and resolutions, each with a ``time_ms``:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backup.exports import (
+    attendance_record,
+    config_record,
+    participant_record,
+    scan_record,
+)
 from ..errors import RemoteProtocolError, StoreError
 from ..event import Event
-from ..eventdoc import CONFIG, CONFIG_FIELD, PARTICIPANT, SCHEMA_KEY, EventDoc, record_key
+from ..eventdoc import CONFIG, PARTICIPANT, EventDoc, record_key
 from ..hlc import HybridClock, wall_ms
 
 Row = tuple[str, int, int, bytes, bytes, bytes]  # device, seq, hlc, update, prev, hash
@@ -163,37 +169,22 @@ def logical_records(ev: Event) -> list[dict[str, Any]]:
 def _participants(ev: Event) -> Iterator[dict[str, Any]]:
     for p in ev.participants(include_deleted=True):
         entries = ev.doc.records.get(record_key(PARTICIPANT, p.id), {}).values()
-        yield {
-            "type": "participant",
-            "event": ev.id,
-            "id": p.id,
-            "fields": p.fields,
-            "deleted": p.deleted,
-            "conflicted": list(p.conflicted),
-            "time_ms": _newest(e.hlc for e in entries),
-        }
+        yield {**participant_record(ev, p), "time_ms": _newest(e.hlc for e in entries)}
 
 
 def _config(ev: Event) -> Iterator[dict[str, Any]]:
     for key, value in ev.config().items():
         entries = ev.doc.records.get(record_key(CONFIG, key), {}).values()
-        time_ms = _newest(e.hlc for e in entries)
-        yield {"type": "config", "event": ev.id, "key": key, "value": value, "time_ms": time_ms}
+        yield {**config_record(ev, key, value), "time_ms": _newest(e.hlc for e in entries)}
 
 
 def _attendance(ev: Event) -> Iterator[dict[str, Any]]:
     for att in ev.attendance_list():
         for scan in att.scans:
-            yield {
-                "type": "scan",
-                "event": ev.id,
-                "hlc": scan.hlc,
-                **scan.to_dict(),
-                "time_ms": scan.ts_ms,
-            }
+            yield {**scan_record(ev, scan), "time_ms": scan.ts_ms}
         chosen = att.check_in or (att.scans[0] if att.scans else None)
         time_ms = chosen.ts_ms if chosen else 0
-        yield {"type": "attendance", "event": ev.id, **att.to_dict(), "time_ms": time_ms}
+        yield {**attendance_record(ev, att), "time_ms": time_ms}
 
 
 def _conflicts(ev: Event) -> Iterator[dict[str, Any]]:
@@ -212,12 +203,3 @@ def _newest(hlcs: Iterable[int]) -> int:
 def _order(record: dict[str, Any]) -> tuple[int, int, str]:
     key = record.get("id") or record.get("key") or record.get("participant") or ""
     return (record["time_ms"], TYPE_ORDER.index(record["type"]), str(key))
-
-
-def event_header(ev: Event) -> dict[str, Any]:
-    """The event's name and schema extension (a restore re-creates it from them)."""
-    schema_ext = ev.doc.field_value(CONFIG, SCHEMA_KEY, CONFIG_FIELD)[0]
-    return {
-        "name": ev.name,
-        "schema": json.loads(schema_ext) if isinstance(schema_ext, str) else {},
-    }

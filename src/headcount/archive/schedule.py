@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backup.schedule import read_secret
+from ..backup.schedule import path_setting, read_secret, section_interval
 from ..durations import parse_duration
 from ..errors import InputError
 from ..replica import Replica
@@ -42,19 +42,12 @@ def parse_archive_section(table: Mapping[str, Any], data_dir: Path) -> ArchiveSc
     Raises:
         InputError: unknown keys, bad values, unreadable secret files.
     """
-    unknown = set(table) - ARCHIVE_KEYS
-    if unknown:
-        raise InputError(f"unknown keys in [archive]: {', '.join(sorted(unknown))}")
-    if "interval" not in table:
-        if table:
-            raise InputError('[archive] needs an interval (e.g. interval = "1d") to run')
+    interval = section_interval(table, "archive", ARCHIVE_KEYS, "1d")
+    if interval is None:
         return None
-    interval = parse_duration(table["interval"], "archive.interval")
     older = parse_duration(table.get("older_than", "90d"), "archive.older_than", bare_seconds=False)
     keep = parse_duration(table.get("retention", "365d"), "archive.retention", bare_seconds=False)
-    directory = table.get("dir")
-    if directory is not None and (not isinstance(directory, str) or not directory):
-        raise InputError("archive.dir must be a directory path")
+    directory = path_setting(table, "archive", "dir", "a directory path")
     if keep < older:
         raise InputError("archive.retention must not be shorter than archive.older_than")
     synced = table.get("require_synced", True)

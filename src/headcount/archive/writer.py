@@ -17,7 +17,6 @@ temporary directory renamed into place once complete and fsynced.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections import Counter
@@ -29,6 +28,7 @@ import msgpack
 from .. import __version__
 from ..backup.crypto import SCRYPT_N, KeyRing
 from ..backup.errors import disk_errors
+from ..backup.exports import event_header, json_lines
 from ..backup.files import publish, remove_tree, temp_dir_beside, write_private
 from ..backup.payload import COMPRESSION, PayloadWriter, context
 from ..event import Event
@@ -36,12 +36,11 @@ from ..identity import Identity
 from ..journal import iso_time
 from ..store import MIGRATIONS
 from .manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, ArchiveManifest, sign
-from .records import EventRows, event_header, load_event, logical_records
+from .records import EventRows, load_event, logical_records
 
 RECORDS_PAYLOAD = "records.jsonl.gz"
 RAW_PAYLOAD = "raw.msgpack.gz"
 RAW_VERSION = 1
-LINES_PER_WRITE = 2000
 
 
 def archive_id(event: str, now_ms: int) -> str:
@@ -140,10 +139,8 @@ def _body(
 
 def _write_records(tmp: Path, ident: str, key: bytes | None, records: list[dict[str, Any]]) -> Any:
     with PayloadWriter(tmp / RECORDS_PAYLOAD, context(ident, RECORDS_PAYLOAD), key) as out:
-        for start in range(0, len(records), LINES_PER_WRITE):
-            chunk = records[start : start + LINES_PER_WRITE]
-            lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in chunk]
-            out.write(("\n".join(lines) + "\n").encode("utf-8"))
+        for batch in json_lines(records):
+            out.write(batch)
         return out.close()
 
 

@@ -133,7 +133,7 @@ def secret_options(p: argparse.ArgumentParser, verb: str) -> None:
 
 def _create(args: argparse.Namespace) -> Result:
     m = create_backup(
-        _data_dir(args),
+        data_dir_from(args),
         args.kind,
         dest=_dest(args),
         secret=secret_from_args(args),
@@ -164,7 +164,7 @@ def _restore(args: argparse.Namespace) -> Result:
     report = restore_backup(
         args.backup,
         _dest(args),
-        _data_dir(args),
+        data_dir_from(args),
         secret=secret_from_args(args),
         overwrite=args.overwrite,
         expect_device=args.device_id,
@@ -273,15 +273,24 @@ def _rejoin(args: argparse.Namespace) -> Result:
 # -- helpers -------------------------------------------------------------------
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
+def data_dir_from(args: argparse.Namespace) -> Path:
+    """The ``--data-dir`` given, else the default data directory."""
     return args.data_dir or default_data_dir()
 
 
+def dir_from(
+    args: argparse.Namespace, given: Path | None, env: str, default: Callable[[Path], Path]
+) -> Path:
+    """A directory option's value ``given``, else ``$env``, else ``default`` of the
+    data directory (the archive commands' ``--dir`` is resolved so too)."""
+    if given is not None:
+        return given
+    value = os.environ.get(env)
+    return Path(value) if value else default(data_dir_from(args))
+
+
 def _dest(args: argparse.Namespace) -> Path:
-    if args.dest is not None:
-        return args.dest
-    env = os.environ.get(DEST_ENV)
-    return Path(env) if env else default_dest(_data_dir(args))
+    return dir_from(args, args.dest, DEST_ENV, default_dest)
 
 
 def secret_from_args(args: argparse.Namespace) -> Secret | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..event import Event
 from ..eventdoc import CONFIG, CONFIG_FIELD, SCHEMA_KEY
+from ..model import Attendance, Participant, Scan
 from ..replica import Replica
 from .errors import CORRUPT, BackupError
 from .manifest import Kind
@@ -30,44 +31,71 @@ LINES_PER_WRITE = 2000
 
 def export_lines(replica: Replica, kind: Kind, events: Iterable[str]) -> Iterator[bytes]:
     """The JSON lines of ``kind`` for ``events``, in batches of encoded bytes."""
+    return json_lines(record for e in events for record in _records(replica.event(e), kind))
+
+
+def json_lines(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """``records`` as JSON lines (sorted keys, UTF-8), :data:`LINES_PER_WRITE` lines
+    to a batch of encoded bytes (the archive's records payload is written so too)."""
     batch: list[str] = []
-    for event_id in events:
-        ev = replica.event(event_id)
-        for record in _records(ev, kind):
-            batch.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
-            if len(batch) >= LINES_PER_WRITE:
-                yield ("\n".join(batch) + "\n").encode("utf-8")
-                batch.clear()
+    for record in records:
+        batch.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
+        if len(batch) >= LINES_PER_WRITE:
+            yield ("\n".join(batch) + "\n").encode("utf-8")
+            batch.clear()
     if batch:
         yield ("\n".join(batch) + "\n").encode("utf-8")
 
 
 def _records(ev: Event, kind: Kind) -> Iterator[dict[str, Any]]:
-    schema_ext = ev.doc.field_value(CONFIG, SCHEMA_KEY, CONFIG_FIELD)[0]
-    yield {
-        "type": "event",
-        "event": ev.id,
-        "name": ev.name,
-        "schema": json.loads(schema_ext) if isinstance(schema_ext, str) else {},
-    }
+    yield {"type": "event", "event": ev.id, **event_header(ev)}
     if kind is Kind.PARTICIPANTS:
         for p in ev.participants(include_deleted=True):
-            yield {
-                "type": "participant",
-                "event": ev.id,
-                "id": p.id,
-                "fields": p.fields,
-                "deleted": p.deleted,
-                "conflicted": list(p.conflicted),
-            }
+            yield participant_record(ev, p)
     elif kind is Kind.ATTENDANCE:
         for att in ev.attendance_list():
             for scan in att.scans:
-                yield {"type": "scan", "event": ev.id, "hlc": scan.hlc, **scan.to_dict()}
-            yield {"type": "attendance", "event": ev.id, **att.to_dict()}
+                yield scan_record(ev, scan)
+            yield attendance_record(ev, att)
     elif kind is Kind.CONFIGURATION:
         for key, value in ev.config().items():
-            yield {"type": "config", "event": ev.id, "key": key, "value": value}
+            yield config_record(ev, key, value)
+
+
+def event_header(ev: Event) -> dict[str, Any]:
+    """The event's name and schema extension (a restore re-creates it from them)."""
+    schema_ext = ev.doc.field_value(CONFIG, SCHEMA_KEY, CONFIG_FIELD)[0]
+    return {
+        "name": ev.name,
+        "schema": json.loads(schema_ext) if isinstance(schema_ext, str) else {},
+    }
+
+
+def participant_record(ev: Event, p: Participant) -> dict[str, Any]:
+    """A ``participant`` line: every field, the deleted flag, the fields in conflict."""
+    return {
+        "type": "participant",
+        "event": ev.id,
+        "id": p.id,
+        "fields": p.fields,
+        "deleted": p.deleted,
+        "conflicted": list(p.conflicted),
+    }
+
+
+def scan_record(ev: Event, scan: Scan) -> dict[str, Any]:
+    """A ``scan`` line: the scan and its HLC."""
+    return {"type": "scan", "event": ev.id, "hlc": scan.hlc, **scan.to_dict()}
+
+
+def attendance_record(ev: Event, att: Attendance) -> dict[str, Any]:
+    """An ``attendance`` line: a participant's attendance as derived from the scans."""
+    return {"type": "attendance", "event": ev.id, **att.to_dict()}
+
+
+def config_record(ev: Event, key: str, value: Any) -> dict[str, Any]:
+    """A ``config`` line: one configuration key."""
+    return {"type": "config", "event": ev.id, "key": key, "value": value}
 
 
 def parse_lines(data: bytes) -> list[dict[str, Any]]:

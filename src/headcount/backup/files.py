@@ -3,6 +3,7 @@
 A backup or a staged restore is built in a temporary directory beside its
 final place and renamed into place only when complete, so a crash never
 leaves a half-written backup or a half-restored store under a real name.
+The journals (:mod:`headcount.journal`) append through :func:`write_durably`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,23 @@ def temp_dir_beside(final: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` (never overwriting) with ``data``, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    """Create ``path`` (never overwriting) with ``data``, fsynced.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+        OSError: it could not be written.
+    """
+    write_durably(path, data, os.O_CREAT | os.O_EXCL, mode)
+
+
+def write_durably(path: Path, data: bytes, flags: int, mode: int = 0o600) -> None:
+    """Open ``path`` for writing with ``flags`` (``os.O_CREAT``, ``os.O_APPEND``...),
+    write all of ``data``, and fsync it before returning.
+
+    Raises:
+        OSError: it could not be opened or written (a full disk...).
+    """
+    fd = os.open(path, os.O_WRONLY | flags, mode)
     try:
         view = memoryview(data)
         while view:

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .crypto import CHUNK_BYTES, ChunkSealer, open_chunks
 from .errors import CORRUPT, TRUNCATED, UNREADABLE, BackupError
-from .manifest import FileRecord
+from .signed import FileRecord
 
 COMPRESSION = "gzip"
 STORE_PAYLOAD = "store.db.gz"

@@ -18,7 +18,7 @@ The reason is in the run's outcome (``full_reason``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,21 +64,14 @@ def parse_backup_section(table: Mapping[str, Any], data_dir: Path) -> BackupSche
     Raises:
         InputError: unknown keys, bad values, unreadable secret files.
     """
-    unknown = set(table) - BACKUP_KEYS
-    if unknown:
-        raise InputError(f"unknown keys in [backup]: {', '.join(sorted(unknown))}")
-    if "interval" not in table:
-        if set(table) - {"dest"}:
-            raise InputError('[backup] needs an interval (e.g. interval = "1h") to run')
+    interval = section_interval(table, "backup", BACKUP_KEYS, "1h", alone={"dest"})
+    if interval is None:
         return None
-    interval = parse_duration(table["interval"], "backup.interval")
     kind = table.get("kind", Kind.INCREMENTAL.value)
     if kind not in (Kind.FULL.value, Kind.INCREMENTAL.value):
         raise InputError(f'backup.kind must be "full" or "incremental", not {kind!r}')
     counts = {k: _positive_int(table, k, d) for k, d in (("full_every", 24), ("keep", 7))}
-    dest = table.get("dest")
-    if dest is not None and (not isinstance(dest, str) or not dest):
-        raise InputError("backup.dest must be a directory path")
+    dest = path_setting(table, "backup", "dest", "a directory path")
     return BackupSchedule(
         interval_s=interval,
         dest=Path(dest) if dest else default_dest(data_dir),
@@ -87,6 +80,47 @@ def parse_backup_section(table: Mapping[str, Any], data_dir: Path) -> BackupSche
         keep=counts["keep"],
         secret=read_secret(table, "backup"),
     )
+
+
+def section_interval(
+    table: Mapping[str, Any],
+    section: str,
+    keys: frozenset[str],
+    example: str,
+    alone: Collection[str] = (),
+) -> float | None:
+    """The ``interval`` of a scheduled job's ``[section]``, in seconds; None when
+    it is absent (the job is off).
+
+    Args:
+        keys: every key the section may hold.
+        example: an interval to suggest when it is missing (``"1h"``).
+        alone: the keys that may be given without an interval.
+
+    Raises:
+        InputError: a key not in ``keys``; another key than ``alone`` without an
+            interval; an interval that is not a duration.
+    """
+    unknown = set(table) - keys
+    if unknown:
+        raise InputError(f"unknown keys in [{section}]: {', '.join(sorted(unknown))}")
+    if "interval" not in table:
+        if set(table) - set(alone):
+            raise InputError(f'[{section}] needs an interval (e.g. interval = "{example}") to run')
+        return None
+    return parse_duration(table["interval"], f"{section}.interval")
+
+
+def path_setting(table: Mapping[str, Any], section: str, key: str, what: str) -> str | None:
+    """The path ``section.key`` names, if given.
+
+    Raises:
+        InputError: not a non-empty string (the message says it must be ``what``).
+    """
+    value = table.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InputError(f"{section}.{key} must be {what}")
+    return value
 
 
 def _positive_int(table: Mapping[str, Any], key: str, default: int) -> int:
@@ -105,9 +139,8 @@ def read_secret(table: Mapping[str, Any], section: str) -> Secret | None:
     passphrase, key = table.get("passphrase_file"), table.get("key_file")
     if passphrase is not None and key is not None:
         raise InputError(f"[{section}]: give passphrase_file or key_file, not both")
-    for name, value in (("passphrase_file", passphrase), ("key_file", key)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InputError(f"{section}.{name} must be a file path")
+    for name in ("passphrase_file", "key_file"):
+        path_setting(table, section, name, "a file path")
     if key is not None:
         return Secret(key=read_key_file(Path(key)))
     if passphrase is None:

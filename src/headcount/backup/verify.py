@@ -17,14 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from ..identity import device_id_for
 from ..store import MIGRATIONS
 from .catalog import Catalog, locate
 from .crypto import KeyRing, Secret
-from .errors import TAMPERED, BackupError
-from .manifest import Kind, Manifest, check_compatible
+from .manifest import Kind, Manifest, check_compatible, check_signer
 from .payload import check_stored, context, read_content
 
 ProgressFn = Callable[[str], None]
@@ -94,18 +90,6 @@ def resolve_chain(catalog: Catalog, target: Manifest) -> list[Manifest]:
         check_compatible(m, len(MIGRATIONS))
         check_signer(m)
     return chain
-
-
-def check_signer(m: Manifest) -> None:
-    """The recorded key is the key of the recorded device (ids derive from keys).
-
-    Raises:
-        BackupError: code ``backup_tampered``.
-    """
-    if device_id_for(Ed25519PublicKey.from_public_bytes(m.public_key)) != m.device:
-        raise BackupError(
-            f"backup {m.id} claims device {m.device} but is signed by another key", code=TAMPERED
-        )
 
 
 def check_backup(directory: Path, m: Manifest, keyring: KeyRing | None) -> None:
