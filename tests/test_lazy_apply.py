@@ -99,3 +99,20 @@ def test_undecodable_entries_are_refused_at_once(make_replica):
     assert "undecodable" in result.rejected[0][1]
     assert r.version_vector(EVENT) == admin.version_vector(EVENT)
     assert r.event(EVENT).name == admin.event(EVENT).name
+
+
+def test_catching_up_in_slices_keeps_order_and_ends_current(make_replica):
+    admin = make_replica("admin", Role.ADMIN)
+    admin.create_event(EVENT, "x")
+    admin.import_participants(EVENT, [{"id": f"p{i}", "name": "n"} for i in range(5)])
+    r = make_replica("relay", Role.RELAY)
+    r.lazy_apply = True
+    r.apply_entries(admin.export_since(EVENT, {}))
+    assert r.event(EVENT).counts()["participants"] == 5  # loaded from the log
+    for i in range(5):
+        admin.check_in(EVENT, f"p{i}")
+    r.apply_entries(admin.export_since(EVENT, r.version_vector(EVENT)))
+    assert not r.is_current(EVENT)
+    assert [r.catch_up_some(2) for _ in range(4)] == [2, 2, 1, 0]
+    assert r.is_current(EVENT)
+    assert sorted(r.event(EVENT).doc.scans) == sorted(admin.event(EVENT).doc.scans)

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from headcount import Replica, Role
 from headcount.relay import ApiLimits, TokenAuthority, create_app
 from headcount.relay.ops import (
+    LOADS_PER_COLLECTION,
     JsonFormatter,
     Metrics,
     collect_from_node,
@@ -274,12 +275,21 @@ class FakeConflict:
 @dataclass
 class FakeReplica:
     open: dict[str, list[FakeConflict]]
+    behind: set[str] = field(default_factory=set)  # loaded, not caught up
+    unloaded: set[str] = field(default_factory=set)
 
     def events(self) -> list[str]:
         return list(self.open)
 
     def conflicts(self, event: str) -> list[FakeConflict]:
+        self.unloaded.discard(event)  # reading loads it
         return self.open[event]
+
+    def is_loaded(self, event: str) -> bool:
+        return event not in self.unloaded
+
+    def is_current(self, event: str) -> bool:
+        return self.is_loaded(event) and event not in self.behind
 
 
 def link(device: str | None, pending: int, **counts: int) -> FakeLink:
@@ -376,3 +386,24 @@ def test_collect_from_real_nodes_over_tls(tmp_path, clock: FakeClock) -> None:
     assert value(text, "headcount_conflicts_open", event="ev") == 0
     for r in (admin, gate):
         r.close()
+
+
+def test_conflict_gauges_never_force_a_relay_to_catch_up() -> None:
+    """An event whose document is behind (lazily accepted entries not yet
+    applied) keeps its last count; events not loaded yet are loaded a few
+    per collection, not all at once."""
+    m = Metrics()
+    events = {f"e{i}": [FakeConflict(f"c{i}")] for i in range(10)}
+    rep = FakeReplica(events, unloaded=set(events))
+    collect_from_node(m, None, rep)
+    assert len(rep.unloaded) == 10 - LOADS_PER_COLLECTION
+    rep.unloaded.clear()
+    collect_from_node(m, None, rep)
+    assert value(m.exposition().decode(), "headcount_conflicts_open", event="e0") == 1
+    rep.behind.add("e0")
+    rep.open["e0"] = [FakeConflict("c0"), FakeConflict("x")]  # not read while behind
+    collect_from_node(m, None, rep)
+    assert value(m.exposition().decode(), "headcount_conflicts_open", event="e0") == 1
+    rep.behind.clear()
+    collect_from_node(m, None, rep)
+    assert value(m.exposition().decode(), "headcount_conflicts_open", event="e0") == 2

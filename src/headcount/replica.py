@@ -221,15 +221,41 @@ class Replica:
             self._catch_up(event_id, ev)
         return ev
 
-    def _catch_up(self, event_id: str, ev: Event) -> None:
-        """Apply what :attr:`lazy_apply` accepted since the event was loaded."""
+    def _catch_up(self, event_id: str, ev: Event, limit: int | None = None) -> int:
+        """Apply what :attr:`lazy_apply` accepted since the event was loaded
+        (at most ``limit`` entries; the rest stay queued, in order)."""
         todo = self._unapplied.pop(event_id)
+        if limit is not None and len(todo) > limit:
+            todo, self._unapplied[event_id] = todo[:limit], todo[limit:]
         with ev.doc.observing():
             for entry in todo:
                 try:
                     ev.doc.apply_remote(entry.update)
                 except RemoteProtocolError:
                     ev.doc.ignored += 1  # decodable structure, bad content: skipped everywhere
+        return len(todo)
+
+    def catch_up_some(self, limit: int) -> int:
+        """:attr:`lazy_apply`: apply up to ``limit`` accepted entries to the
+        loaded documents (a relay does this between other work, so that
+        reads find their documents current); returns how many."""
+        done = 0
+        for event_id in list(self._unapplied):
+            ev = self._events.get(event_id)
+            if ev is None:
+                self._unapplied.pop(event_id, None)  # its load reads them from the log
+                continue
+            done += self._catch_up(event_id, ev, limit - done)
+            if done >= limit:
+                break
+        return done
+
+    def is_loaded(self, event_id: str) -> bool:
+        return event_id in self._events
+
+    def is_current(self, event_id: str) -> bool:
+        """The event is loaded and holds everything accepted (reading it is cheap)."""
+        return event_id in self._events and event_id not in self._unapplied
 
     def _load(self, event_id: str) -> Event:
         snap = self.store.snapshot(event_id)

@@ -192,8 +192,23 @@ def _collect_links(metrics: Metrics, links: Iterable[Any]) -> None:
     metrics._lag_devices = set(lag)
 
 
+LOADS_PER_COLLECTION = 4  # events a collection loads from the store, at most
+
+
 def _collect_conflicts(metrics: Metrics, replica: Replica) -> None:
-    now: dict[str, set[str]] = {e: {c.id for c in replica.conflicts(e)} for e in replica.events()}
+    """Open conflicts per event, from the events whose documents are current
+    (plus a few not loaded yet): refreshing a gauge must not make a relay
+    apply every lazily accepted entry at once (see lazyapply.py); the others
+    keep their last count until the relay caught up."""
+    now: dict[str, set[str]] = {}
+    loads = 0
+    for event in replica.events():
+        if replica.is_current(event) or (
+            not replica.is_loaded(event) and (loads := loads + 1) <= LOADS_PER_COLLECTION
+        ):
+            now[event] = {c.id for c in replica.conflicts(event)}
+        elif event in metrics._open:
+            now[event] = metrics._open[event]
     for event, ids in now.items():
         gone = metrics._open.get(event, set()) - ids
         if gone:

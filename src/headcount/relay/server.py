@@ -37,6 +37,9 @@ from .audit import AuditLog
 from .ops import Metrics, collect_from_node, install, node_serving, replica_open
 from .tokens import TokenAuthority, load_secret_file
 
+CATCH_UP_SLICE = 64  # lazily accepted entries applied per turn of the event loop
+CATCH_UP_IDLE_S = 0.1
+
 
 @dataclass(slots=True)
 class RelayConfig:
@@ -201,12 +204,22 @@ class Relay:
             self.https_port = self._runner.addresses[0][1]
             if ready is not None:
                 ready.set()
+            catch_up = asyncio.ensure_future(self._catch_up())
             while not self.stopped.is_set():  # refresh the gauges now and then
                 collect_from_node(self.metrics, self.node, self.replica)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopped.wait(), 5.0)
+            catch_up.cancel()
         finally:
             await self.shutdown()
+
+    async def _catch_up(self) -> None:
+        """Keep the loaded documents current between other work: entries are
+        accepted at once (lazy_apply) and applied here in slices of
+        ``CATCH_UP_SLICE``, one turn of the event loop each."""
+        while True:
+            done = self.replica.catch_up_some(CATCH_UP_SLICE)
+            await asyncio.sleep(0 if done else CATCH_UP_IDLE_S)
 
     async def shutdown(self) -> None:
         with contextlib.suppress(Exception):
