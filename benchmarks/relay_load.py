@@ -201,6 +201,26 @@ def relay_child(work: Path, max_connections: int) -> None:
 # -- a load-generator child ------------------------------------------------------
 
 
+async def paced(clients: list, rate: float, duration: float) -> tuple[float, int]:
+    """``await client.append()`` at ``rate`` a second in all, round-robin over
+    ``clients``, for ``duration`` seconds, paced by the clock (fall behind and
+    the next tick catches up). Returns the time taken and the ticks that overran."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    k = 0
+    lag_ticks = 0
+    while (now := loop.time()) - start < duration:
+        for _ in range(int(rate * (now - start + TICK_S)) - k):
+            client = clients[k % len(clients)]
+            k += 1
+            await client.append()
+        spent = loop.time() - now
+        if spent > TICK_S:
+            lag_ticks += 1
+        await asyncio.sleep(max(0.0, TICK_S - spent))
+    return loop.time() - start, lag_ticks
+
+
 def load_child(args: argparse.Namespace) -> None:
     asyncio.run(_load_main(args))
 
@@ -329,20 +349,7 @@ async def _load_main(args: argparse.Namespace) -> None:
         measuring["on"] = True
         for g in gates:
             g.appended_at_start = g.appended
-        start = loop.time()
-        k = 0
-        lag_ticks = 0
-        while (now := loop.time()) - start < args.duration:
-            # paced by the clock: fall behind and the next tick catches up
-            for _ in range(int(rate * (now - start + TICK_S)) - k):
-                g = gates[k % len(gates)]
-                k += 1
-                await g.append()
-            spent = loop.time() - now
-            if spent > TICK_S:
-                lag_ticks += 1
-            await asyncio.sleep(max(0.0, TICK_S - spent))
-        elapsed = loop.time() - start
+        elapsed, lag_ticks = await paced(gates, rate, args.duration)
         # drain: wait up to 10 s for the relay to acknowledge everything appended
         drain_deadline = loop.time() + 10
         while loop.time() < drain_deadline:

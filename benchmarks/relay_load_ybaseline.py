@@ -84,11 +84,11 @@ from relay_load import (
     OUT_DIR,
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
-    TICK_S,
     drive_load,
     event_of,
     latency_summary,
     log,
+    paced,
     proc_stats,
     read_json_line,
     start_loaders,
@@ -420,20 +420,7 @@ async def _load_main(args: argparse.Namespace) -> None:
         measuring["on"] = True
         for c in clients:
             c.appended_at_start = c.appended
-        start = loop.time()
-        k = 0
-        lag_ticks = 0
-        while (now := loop.time()) - start < args.duration:
-            # paced by the clock: fall behind and the next tick catches up
-            for _ in range(int(rate * (now - start + TICK_S)) - k):
-                c = clients[k % len(clients)]
-                k += 1
-                await c.append()
-            spent = loop.time() - now
-            if spent > TICK_S:
-                lag_ticks += 1
-            await asyncio.sleep(max(0.0, TICK_S - spent))
-        elapsed = loop.time() - start
+        elapsed, lag_ticks = await paced(clients, rate, args.duration)
         # drain: no acks in y-websocket, so wait up to 10 s until every observer
         # holds all the scans of its event (all of an event's gates are in this process)
         obs = [c for c in clients if c.observer]
@@ -441,10 +428,11 @@ async def _load_main(args: argparse.Namespace) -> None:
         def missing() -> int:
             return sum(max(0, appended_per_event.get(c.event, 0) - len(c.scans)) for c in obs)
 
-        drain_deadline = loop.time() + DRAIN_S
+        drain_start = loop.time()
+        drain_deadline = drain_start + DRAIN_S
         while loop.time() < drain_deadline and missing():
             await asyncio.sleep(0.1)
-        out["drain_s"] = loop.time() - start - elapsed
+        out["drain_s"] = loop.time() - drain_start
         measuring["on"] = False
         out.update(
             elapsed_s=elapsed,

@@ -91,10 +91,6 @@ class ReplicaLog:
     # -- outgoing -------------------------------------------------------------
 
     def segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
-        with self._writing():  # signing our own heads writes them
-            return self._segments_since(event, vv, max_bytes)
-
-    def _segments_since(self, event: str, vv: Mapping[str, int], max_bytes: int) -> list[Segment]:
         if event in self.store.archived():
             return []  # archived here: its entries are in the archive file, not the log
         self.store.flush()
@@ -148,7 +144,8 @@ class ReplicaLog:
             head = sign_head(
                 self.replica.identity.private_key, event, device, end, entry_hash(entries[-1])
             )
-            self.store.add_heads([head])
+            with self._writing():  # the only write on the way out
+                self.store.add_heads([head])
         return Segment(tuple(entries), head)
 
     # -- directory --------------------------------------------------------------

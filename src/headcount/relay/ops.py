@@ -203,9 +203,11 @@ def _collect_conflicts(metrics: Metrics, replica: Replica) -> None:
     now: dict[str, set[str]] = {}
     loads = 0
     for event in replica.events():
-        if replica.is_current(event) or (
-            not replica.is_loaded(event) and (loads := loads + 1) <= LOADS_PER_COLLECTION
-        ):
+        readable = replica.is_current(event)
+        if not replica.is_loaded(event) and loads < LOADS_PER_COLLECTION:
+            loads += 1
+            readable = True
+        if readable:
             now[event] = {c.id for c in replica.conflicts(event)}
         elif event in metrics._open:
             now[event] = metrics._open[event]
