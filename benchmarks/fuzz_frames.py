@@ -5,8 +5,8 @@ Run from the repository root with the package installed::
     python benchmarks/fuzz_frames.py                      # 100,000 frames, seed 1
     python benchmarks/fuzz_frames.py --count 500000 --seed 7
 
-A victim device (a :class:`~headcount.memlog.MemLog`, verifying for real)
-talks to a legitimate peer P through :class:`~headcount.session.Session`. The
+A victim device (a :class:`~headcount.protocol.memlog.MemLog`, verifying for real)
+talks to a legitimate peer P through :class:`~headcount.protocol.session.Session`. The
 fuzzer builds a corpus of frames P could honestly send (its Hello, summaries,
 acks, pings, goodbyes, and Segments holding its own and a relayed device Q's
 signed entries, fresh, duplicate, gapped, of a new event) plus a few hostile
@@ -59,11 +59,11 @@ import msgpack
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from headcount.chain import Segment
-from headcount.identity import device_id_for
-from headcount.memlog import MemLog
-from headcount.session import Applied, Close, EquivocationFound, Send, Session, State
-from headcount.wire import (
+from headcount.core.chain import Segment
+from headcount.core.identity import device_id_for
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import Applied, Close, EquivocationFound, Send, Session, State
+from headcount.protocol.wire import (
     DEFAULT_MAX_FRAME,
     Ack,
     FrameDecoder,

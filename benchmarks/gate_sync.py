@@ -6,7 +6,7 @@ Run from the repository root with the package installed::
     python benchmarks/gate_sync.py --quick    # small sizes, a smoke run (< 30 s)
     python benchmarks/gate_sync.py --profile  # also cProfile both daemons
 
-Gate A is ``headcount run`` (``python -m headcount.cli run --config a.toml``);
+Gate A is ``headcount run`` (``python -m headcount.cli.main run --config a.toml``);
 gate B runs the same ``Daemon`` class in a child of this script whose only
 addition is a hook on the node's effects that timestamps, with the system-wide
 ``time.monotonic_ns()``, every batch B applies. Measures (1) the latency from a
@@ -43,8 +43,8 @@ from pycrdt import Doc
 
 from headcount import Replica, Role
 from headcount.net import control
-from headcount.pki import enroll, init_org
-from headcount.pki_device import install_certificate
+from headcount.pki.device import install_certificate
+from headcount.pki.org import enroll, init_org
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import Row, machine_info, print_table, top_functions
@@ -107,8 +107,8 @@ def observer_main(config_path: Path, prof_path: Path | None) -> int:
     import asyncio
     import cProfile
 
-    from headcount.daemon import Daemon, load_config
-    from headcount.session import Applied, PeerIdentified
+    from headcount.protocol.session import Applied, PeerIdentified
+    from headcount.service.daemon import Daemon, load_config
 
     config = load_config(config_path, None)
     daemon = Daemon(config)
@@ -270,7 +270,7 @@ def start_a(config: Path, root: Path, prof: Path | None) -> Gate:
     cmd = [sys.executable]
     if prof:
         cmd += ["-m", "cProfile", "-o", str(prof)]
-    cmd += ["-m", "headcount.cli", "run", "--config", str(config)]
+    cmd += ["-m", "headcount", "run", "--config", str(config)]
     return Gate("A", cmd, root)
 
 

@@ -4,8 +4,8 @@ The relay runs in its own process (the real :class:`headcount.relay.server.Relay
 with its replica on disk). The gates are lightweight but speak the real
 protocol: each has its own Ed25519 key and enrolled gate certificate (mutual
 TLS, device id checked by the relay), an in-memory signed log
-(:class:`headcount.memlog.MemLog`, real verification), a real
-:class:`headcount.session.Session` driven by
+(:class:`headcount.protocol.memlog.MemLog`, real verification), a real
+:class:`headcount.protocol.session.Session` driven by
 :func:`headcount.net.websocket.dial`, and an :class:`EventDoc` producing real Y
 check-in updates, so the relay's replica verifies and applies every entry.
 Gates are spread over events (``--gates-per-event``, one venue per event):
@@ -74,9 +74,9 @@ def setup(work: Path, gates: int, per_event: int, seed: str) -> dict:
     from cryptography.hazmat.primitives import serialization
 
     from headcount import Replica, Role
-    from headcount.identity import device_id_for
-    from headcount.pki import enroll, init_org
-    from headcount.pki_device import install_certificate
+    from headcount.core.identity import device_id_for
+    from headcount.pki.device import install_certificate
+    from headcount.pki.org import enroll, init_org
 
     org = init_org(work / "org", "Load Test")
     Replica.init(work / "relay", role=Role.RELAY, name="relay")
@@ -118,7 +118,7 @@ def _trace_relay(relay, path: str) -> None:
     time) to the relay's ingest, and the loop lag; written at exit."""
     import atexit
 
-    from headcount.hlc import wall_ms
+    from headcount.core.hlc import wall_ms
 
     delays: list[float] = []
     ingest = relay.node.log.ingest
@@ -228,13 +228,13 @@ def load_child(args: argparse.Namespace) -> None:
 async def _load_main(args: argparse.Namespace) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: F401
 
-    from headcount.eventdoc import EventDoc
-    from headcount.hlc import HybridClock, wall_ms
-    from headcount.identity import device_id_for
-    from headcount.memlog import MemLog
-    from headcount.model import Method, Scan, ScanKind
+    from headcount.core.eventdoc import EventDoc
+    from headcount.core.hlc import HybridClock, wall_ms
+    from headcount.core.identity import device_id_for
+    from headcount.core.model import Method, Scan, ScanKind
     from headcount.net.websocket import dial
-    from headcount.session import DEFAULT_ACK_DELAY, Session, SessionConfig
+    from headcount.protocol.memlog import MemLog
+    from headcount.protocol.session import DEFAULT_ACK_DELAY, Session, SessionConfig
     from headcount.sim.memo import MemoVerifier
 
     work = Path(args.work)

@@ -15,7 +15,7 @@ load-generator processes, each client one wss connection speaking the y-sync
 protocol with pycrdt's own functions (``create_sync_message``,
 ``handle_sync_message``, ``create_update_message``), with its own ``Doc`` and a
 root ``Array`` "s" to which it appends one scan string per entry, in the format
-of ``headcount.eventdoc.encode_scan`` (``id|participant|in|ts_ms|hlc|gate|qr|
+of ``headcount.core.eventdoc.encode_scan`` (``id|participant|in|ts_ms|hlc|gate|qr|
 device``, ``ts_ms`` the wall time at the append), and sends the update. Gates of
 one event join the same room, so the server fans each update out to the event's
 other gates. Pacing is ours: clock-paced aggregate ``--rate`` for ``--duration``
@@ -97,7 +97,7 @@ from relay_load import (
 
 SCRIPT = Path(__file__).resolve()
 HOST = "127.0.0.1"  # loopback only
-SEP = "\x1f"  # headcount.registers.SEP, the separator of encode_scan
+SEP = "\x1f"  # headcount.core.registers.SEP, the separator of encode_scan
 DRAIN_S = 10.0
 JOIN_TIMEOUT_S = 30.0
 STATS_TIMEOUT_S = 30.0
@@ -355,7 +355,7 @@ async def _load_main(args: argparse.Namespace) -> None:
 
         async def append(self) -> None:
             now = int(time.time() * 1000)
-            self.hlc = max(now << 16, self.hlc + 1)  # a hybrid clock, as headcount.hlc
+            self.hlc = max(now << 16, self.hlc + 1)  # a hybrid clock, as headcount.core.hlc
             scan = SEP.join(
                 (
                     str(uuid.uuid4()),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from headcount import Replica, Role
 from headcount.backup import Secret, manifest
-from headcount.identity import load_identity
+from headcount.core.identity import load_identity
 
 from .conftest import T0, FakeClock
 from .helpers import sync

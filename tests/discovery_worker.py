@@ -47,8 +47,8 @@ from headcount import NotFoundError, Replica
 from headcount.net.advert import instance_name
 from headcount.net.discovery import Discovery
 from headcount.net.node import Node, NodeConfig
-from headcount.pki_device import load_device_certificate, ssl_context
-from headcount.session import Applied
+from headcount.pki.device import load_device_certificate, ssl_context
+from headcount.protocol.session import Applied
 
 
 def emit(**message: Any) -> None:

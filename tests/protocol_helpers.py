@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from headcount.identity import device_id_for
-from headcount.memlog import MemLog
-from headcount.session import (
+from headcount.core.identity import device_id_for
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import (
     Applied,
     Close,
     Effect,

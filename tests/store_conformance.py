@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from headcount.chain import ZERO_HASH, Head, entry_hash
-from headcount.errors import BehindHorizonError
-from headcount.model import LogEntry
-from headcount.store import DB_FILE, Durability, Store
-from headcount.storeapi import LogStore
+from headcount.core.chain import ZERO_HASH, Head, entry_hash
+from headcount.core.errors import BehindHorizonError
+from headcount.core.model import LogEntry
+from headcount.store.interface import LogStore
+from headcount.store.sqlite import DB_FILE, Durability, Store
 
 EV = "ev1"
 

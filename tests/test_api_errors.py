@@ -1,5 +1,5 @@
 """Bad input to every Replica entry point: the right exception class from
-headcount.errors (or ``rejected`` in apply_entries' result), and no change,
+headcount.core.errors (or ``rejected`` in apply_entries' result), and no change,
 neither in memory nor on disk.
 
 "No change" compares a snapshot (events, version vector, participants,
@@ -32,7 +32,7 @@ from headcount import (
     Role,
     StoreError,
 )
-from headcount.store import DB_FILE
+from headcount.store.sqlite import DB_FILE
 
 from .conftest import T0
 from .helpers import sync

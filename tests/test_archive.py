@@ -25,8 +25,8 @@ from headcount.archive import (
     restore_archived,
     supersede,
 )
-from headcount.compaction import compact
-from headcount.peerlog import ReplicaLog
+from headcount.replica.compaction import compact
+from headcount.replica.log import ReplicaLog
 
 from .backup_helpers import FAST_SCRYPT, PASSPHRASE, introduce, open_device, reads
 from .conftest import T0, FakeClock

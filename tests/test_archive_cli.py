@@ -14,8 +14,8 @@ import pytest
 from headcount import Replica, Role
 from headcount.archive import ArchivePolicy, ArchiveQuery, ArchiveSchedule, Steps, archive_now
 from headcount.archive.writer import RAW_PAYLOAD, RECORDS_PAYLOAD
-from headcount.cli import main
-from headcount.housekeeping import Housekeeping
+from headcount.cli.main import main
+from headcount.service.housekeeping import Housekeeping
 
 from .backup_helpers import tree_hashes
 from .conftest import FakeClock

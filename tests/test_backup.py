@@ -224,7 +224,7 @@ def test_backup_while_the_writer_is_open_sees_only_committed_state(tmp_path: Pat
 
 def test_incremental_after_compaction_folded_unseen_entries_needs_a_full(tmp_path: Path) -> None:
     from headcount.backup import BackupError
-    from headcount.compaction import compact
+    from headcount.replica.compaction import compact
 
     a, b = build(tmp_path, Content(people=[{"id": "P0", "name": "Ann"}], scans=[]))
     create_backup(tmp_path / "a", Kind.FULL, dest=tmp_path / "dest")

@@ -1,4 +1,4 @@
-"""``headcount backup …`` through :func:`headcount.cli.main`: create, list,
+"""``headcount backup …`` through :func:`headcount.cli.main.main`: create, list,
 verify, restore, keygen and rejoin, their ``--json`` output and errors."""
 
 from __future__ import annotations

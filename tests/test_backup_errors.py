@@ -27,7 +27,7 @@ from headcount.backup import (
     staging,
     verify_backup,
 )
-from headcount.store import MIGRATIONS
+from headcount.store.sqlite import MIGRATIONS
 
 from .backup_helpers import (
     EV,
@@ -166,7 +166,7 @@ def test_a_manifest_signed_by_another_key_is_tampered(world: World, tmp_path: Pa
     raw = json.loads((world.backup(world.full) / "manifest.json").read_text())
     body = {k: v for k, v in raw.items() if k not in ("signature", "public_key")}
     from headcount.backup import manifest
-    from headcount.identity import load_identity
+    from headcount.core.identity import load_identity
 
     forged = manifest.sign(body, load_identity(tmp_path / "mallory"))  # claims a's device id
     (world.backup(world.full) / "manifest.json").write_bytes(forged.to_json())

@@ -9,7 +9,7 @@ import pytest
 
 from headcount import HeadcountError, Replica
 from headcount.backup import Kind, create_backup, restore_backup
-from headcount.peerlog import ReplicaLog
+from headcount.replica.log import ReplicaLog
 
 from .backup_helpers import open_pair
 from .conftest import FakeClock

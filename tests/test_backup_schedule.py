@@ -18,14 +18,14 @@ from headcount import InputError, Replica, Role
 from headcount.backup import Catalog, Kind, create_backup, restore_backup, verify_backup
 from headcount.backup.retention import chains, prune_chains
 from headcount.backup.schedule import BackupSchedule, parse_backup_section, run_scheduled_backup
-from headcount.cli import main
-from headcount.daemon import Daemon, load_config
-from headcount.durations import format_duration, parse_duration
-from headcount.journal import Journal
-from headcount.net.control import request
-from headcount.periodic import PeriodicJob
-from headcount.pki import init_org
+from headcount.cli.main import main
+from headcount.core.durations import format_duration, parse_duration
+from headcount.pki.org import init_org
 from headcount.relay.server import Relay, load_relay_config
+from headcount.service.control import request
+from headcount.service.daemon import Daemon, load_config
+from headcount.service.journal import Journal
+from headcount.service.periodic import PeriodicJob
 
 from .backup_helpers import KEY, reads
 from .conftest import T0, FakeClock

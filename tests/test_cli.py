@@ -2,7 +2,7 @@
 input for every command (exit 1 with a clear message, or 2 for usage errors;
 nothing written).
 
-Most tests call :func:`headcount.cli.main` in-process; a few run the real
+Most tests call :func:`headcount.cli.main.main` in-process; a few run the real
 ``headcount`` console script to check its exit codes.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from headcount import Replica, Role
-from headcount.cli import main
+from headcount.cli.main import main
 
 from .helpers import sync
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from headcount import Replica, Role
-from headcount.compaction import compact, compaction_horizon
-from headcount.peerlog import ReplicaLog
+from headcount.replica.compaction import compact, compaction_horizon
+from headcount.replica.log import ReplicaLog
 
 from .protocol_helpers import ConnectionPair
 from .test_replica_sync import EV, introduce, view

@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from headcount import InputError, Replica, Role
-from headcount.daemon import load_config
-from headcount.pki import enroll, init_org
-from headcount.pki_device import install_certificate
+from headcount.pki.device import install_certificate
+from headcount.pki.org import enroll, init_org
+from headcount.service.daemon import load_config
 
 EV = "ev"
 DEADLINE_S = 30.0
@@ -35,7 +35,7 @@ def _enrolled(tmp: Path, org, name: str, role: Role) -> Path:
 
 def _start(config: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "headcount.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "headcount", "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -50,7 +50,7 @@ def _start(config: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def _cli(data: Path, *args: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "headcount.cli", "--data-dir", str(data), "--json", *args],
+        [sys.executable, "-m", "headcount", "--data-dir", str(data), "--json", *args],
         capture_output=True,
         timeout=DEADLINE_S,
         check=False,
@@ -131,7 +131,7 @@ def test_bad_configuration_is_a_clear_error(tmp_path, text, message):
 def test_retry_without_a_daemon_fails_clearly(tmp_path):
     Replica.init(tmp_path / "g")
     out = subprocess.run(
-        [sys.executable, "-m", "headcount.cli", "--data-dir", str(tmp_path / "g"), "retry"],
+        [sys.executable, "-m", "headcount", "--data-dir", str(tmp_path / "g"), "retry"],
         capture_output=True,
         timeout=DEADLINE_S,
         check=False,
@@ -147,7 +147,7 @@ def test_the_live_demo_converges(tmp_path):
         [
             sys.executable,
             "-m",
-            "headcount.cli",
+            "headcount.cli.main",
             "demo",
             "--gates",
             "2",

@@ -38,9 +38,9 @@ from headcount.net.advert import (
     in_scope,
 )
 from headcount.net.discovery import Discovery, DiscoveryConfig, open_zeroconf
-from headcount.pki import enroll, init_org
-from headcount.pki_device import install_certificate
-from headcount.wire import WIRE_VERSION
+from headcount.pki.device import install_certificate
+from headcount.pki.org import enroll, init_org
+from headcount.protocol.wire import WIRE_VERSION
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "discovery_worker.py"

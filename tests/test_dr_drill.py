@@ -16,10 +16,10 @@ import pytest
 from headcount import HeadcountError, Replica, Role
 from headcount.backup import Catalog, Kind, restore_backup
 from headcount.backup.schedule import BackupSchedule
-from headcount.housekeeping import Housekeeping
 from headcount.net.node import Node
-from headcount.pki import init_org
-from headcount.replica import wall_clock_ms
+from headcount.pki.org import init_org
+from headcount.replica.replica import wall_clock_ms
+from headcount.service.housekeeping import Housekeeping
 
 from .test_node import _device, _node
 

@@ -12,7 +12,7 @@ import asyncio
 import random
 
 from headcount import Role
-from headcount.pki import init_org
+from headcount.pki.org import init_org
 
 from .test_node import EV, _device, _node
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headcount.memlog import MemLog
-from headcount.session import Applied, Close, Session, State
-from headcount.wire import Hello, Segments, encode
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import Applied, Close, Session, State
+from headcount.protocol.wire import Hello, Segments, encode
 
 from .protocol_helpers import make_devices
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from headcount.errors import StoreError
+from headcount.core.errors import StoreError
 from headcount.net.groupcommit import GroupCommit
-from headcount.store import DB_FILE, Durability, Store
+from headcount.store.sqlite import DB_FILE, Durability, Store
 
 from .store_conformance import chain
 

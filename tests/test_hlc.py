@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headcount import FutureTimestampError, HybridClock
-from headcount.hlc import pack, wall_ms
+from headcount.core.hlc import pack, wall_ms
 
 
 @settings(max_examples=300, print_blob=True)

@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives import serialization
 
 from headcount import Replica, Role
 from headcount.net.node import Node, NodeConfig
-from headcount.pki import enroll, init_org
-from headcount.pki_device import install_certificate, load_device_certificate, ssl_context
-from headcount.pki_verify import verify_peer_certificate
-from headcount.session import Applied
+from headcount.pki.device import install_certificate, load_device_certificate, ssl_context
+from headcount.pki.org import enroll, init_org
+from headcount.pki.verify import verify_peer_certificate
+from headcount.protocol.session import Applied
 
 EV = "ev"
 
@@ -167,8 +167,8 @@ def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path,
 
 
 def test_a_revocation_published_by_an_admin_cuts_the_device_off(tmp_path, clock):
-    from headcount.daemon import published_revocations
-    from headcount.pki_revocation import RevocationList, revoke
+    from headcount.pki.revocation import RevocationList, revoke
+    from headcount.service.daemon import published_revocations
 
     org = init_org(tmp_path / "org", "Example Events")
     admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)

@@ -9,7 +9,6 @@ the real now.
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import ssl
@@ -28,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from headcount import cli
-from headcount.errors import InputError, NotFoundError, RemoteProtocolError, StoreError
-from headcount.identity import Identity, Role, create_identity, device_id_for, load_identity
-from headcount.pki import (
+from headcount.cli.main import main
+from headcount.core.errors import InputError, NotFoundError, RemoteProtocolError, StoreError
+from headcount.core.identity import Identity, Role, create_identity, device_id_for, load_identity
+from headcount.pki.org import (
     CA_FILE,
     CERT_FILE,
     Org,
@@ -46,7 +45,6 @@ from headcount.pki import (
     ssl_context,
     verify_peer_certificate,
 )
-from headcount.pki_cli import register
 
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -582,35 +580,17 @@ def test_tls13_client_refuses_a_server_of_another_org(
     assert server.error is not None
 
 
-# -- the CLI handlers, through headcount.cli.main --------------------------------------------------
+# -- the CLI handlers, through headcount.cli.main.main ------------------------------------
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Any]:
-    """``run(*argv)`` -> (exit code, stdout, stderr), with ``register`` wired in."""
-    original = cli.build_parser
-
-    def build() -> argparse.ArgumentParser:
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "org" in sub.choices:  # already wired into cli.py
-            return parser
-        common = cli._common_options(defaults=False)
-
-        def cmd(group: Any, name: str, handler: Any, help_: str, **kw: Any) -> Any:
-            p = group.add_parser(name, parents=[common], help=help_, description=help_, **kw)
-            p.set_defaults(handler=handler)
-            return p
-
-        register(sub, cmd)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build)
+def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Any]:
+    """``run(*argv)`` -> (exit code, stdout, stderr) of the real ``headcount`` CLI."""
 
     def invoke(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
         try:
-            code = cli.main(list(argv))
+            code = main(list(argv))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         out, err = capsys.readouterr()

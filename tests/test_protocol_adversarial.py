@@ -14,10 +14,10 @@ import os
 
 import pytest
 
-from headcount.chain import ZERO_HASH, Segment, entry_hash, sign_head
-from headcount.errors import RemoteProtocolError
-from headcount.memlog import MemLog
-from headcount.session import (
+from headcount.core.chain import ZERO_HASH, Segment, entry_hash, sign_head
+from headcount.core.errors import RemoteProtocolError
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import (
     Applied,
     Close,
     EquivocationFound,
@@ -28,7 +28,7 @@ from headcount.session import (
     State,
     SyncStatus,
 )
-from headcount.wire import (
+from headcount.protocol.wire import (
     Ack,
     FrameDecoder,
     Goodbye,
@@ -45,7 +45,7 @@ from .protocol_helpers import ConnectionPair, make_devices
 EV = "ev"
 BIG = 10**9
 # The code a session closes with when a segment's signature, head or chain is
-# wrong (the RemoteProtocolError default raised by headcount.chain).
+# wrong (the RemoteProtocolError default raised by headcount.core.chain).
 FORGED = "remote_protocol_error"
 
 

@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from headcount import Replica, Role
+from headcount.protocol.session import PeerStatus
 from headcount.relay import ApiLimits, TokenAuthority, create_app
-from headcount.relay.ops import (
+from headcount.relay.http.ops import (
     LOADS_PER_COLLECTION,
     JsonFormatter,
     Metrics,
@@ -26,7 +27,6 @@ from headcount.relay.ops import (
     node_serving,
     replica_open,
 )
-from headcount.session import PeerStatus
 from tests.conftest import FakeClock
 from tests.test_relay_api import EVENT, SECRET, record
 
@@ -350,7 +350,7 @@ def test_collect_from_real_idle_node_and_replica(replica: Replica) -> None:
 
 
 def test_collect_from_real_nodes_over_tls(tmp_path, clock: FakeClock) -> None:
-    from headcount.pki import init_org
+    from headcount.pki.org import init_org
     from tests.test_node import _device, _node
 
     org = init_org(tmp_path / "org", "Example Events")

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from headcount import InputError, Replica, Role
-from headcount.pki import init_org
+from headcount.pki.org import init_org
 from headcount.relay.server import Relay, load_relay_config
 from headcount.relay.tokens import TokenAuthority, create_secret_file
-from headcount.replica import wall_clock_ms
+from headcount.replica.replica import wall_clock_ms
 
 from .test_node import EV, _device, _node
 
@@ -206,7 +206,7 @@ def test_a_relay_killed_with_sigkill_loses_nothing_and_catches_up(tmp_path):
             "gossip_interval = 0.2\n"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "headcount.cli", "relay", "--config", str(toml)],
+            [sys.executable, "-m", "headcount", "relay", "--config", str(toml)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

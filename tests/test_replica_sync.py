@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from headcount import InputError, Role
-from headcount.peerlog import ReplicaLog
-from headcount.session import SessionConfig, SyncStatus
+from headcount.protocol.session import SessionConfig, SyncStatus
+from headcount.replica.log import ReplicaLog
 
 from .protocol_helpers import ConnectionPair
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from headcount import InputError, Policy, default_schema
-from headcount.schema import load_schema_file
+from headcount.core.schema import load_schema_file
 
 
 def test_defaults_follow_the_reference_documents():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headcount.session import SessionConfig, State, SyncStatus
+from headcount.protocol.session import SessionConfig, State, SyncStatus
 
 from .protocol_helpers import ConnectionPair, make_devices
 

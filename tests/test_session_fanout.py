@@ -9,12 +9,12 @@ from collections.abc import Collection, Sequence
 
 import pytest
 
-from headcount.chain import ed25519_verify, head_message
-from headcount.errors import RemoteProtocolError
-from headcount.memlog import MemLog
+from headcount.core.chain import ed25519_verify, head_message
+from headcount.core.errors import RemoteProtocolError
 from headcount.net.preverify import PreVerifier
-from headcount.session import Send, SessionConfig
-from headcount.wire import Ack, Directory, FrameDecoder, Segments, decode_body, encode
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import Send, SessionConfig
+from headcount.protocol.wire import Ack, Directory, FrameDecoder, Segments, decode_body, encode
 
 from .protocol_helpers import ConnectionPair, make_devices
 

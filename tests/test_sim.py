@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headcount.cli import main
-from headcount.session import Send, Session, SessionConfig
+from headcount.cli.main import main
+from headcount.protocol.session import Send, Session, SessionConfig
 from headcount.sim import (
     Crash,
     FaultPlan,

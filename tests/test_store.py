@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from headcount import Replica, Role, StoreError
-from headcount.store import DB_FILE, MIGRATIONS
+from headcount.store.sqlite import DB_FILE, MIGRATIONS
 
 from .helpers import sync
 
@@ -172,9 +172,9 @@ def test_entries_depending_on_another_devices_entries_wait_until_it_arrives(
 
 
 def test_migration_from_schema_1_chains_existing_entries(tmp_path):
-    from headcount.chain import ZERO_HASH, entry_hash
-    from headcount.model import LogEntry
-    from headcount.store import Store
+    from headcount.core.chain import ZERO_HASH, entry_hash
+    from headcount.core.model import LogEntry
+    from headcount.store.sqlite import Store
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from headcount.chain import entry_hash
+from headcount.core.chain import entry_hash
 
 from .store_conformance import EV, HARNESSES, SUITE, Case, Harness, chain, same_as_fresh
 

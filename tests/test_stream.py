@@ -6,8 +6,8 @@ import asyncio
 
 from headcount import Role
 from headcount.net.stream import StreamPeer
-from headcount.peerlog import ReplicaLog
-from headcount.session import Applied, Session, SessionConfig, SyncStatus
+from headcount.protocol.session import Applied, Session, SessionConfig, SyncStatus
+from headcount.replica.log import ReplicaLog
 
 from .test_replica_sync import EV, introduce, view
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from headcount.session import SessionConfig, SyncStatus
+from headcount.protocol.session import SessionConfig, SyncStatus
 
 from .protocol_helpers import make_devices
 from .transport_conformance import (

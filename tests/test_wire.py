@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headcount.chain import ZERO_HASH, Head, Segment, entry_hash, head_message
-from headcount.errors import LocalProtocolError, RemoteProtocolError
-from headcount.model import LogEntry
-from headcount.session import Close, Send, Session, State
-from headcount.wire import (
+from headcount.core.chain import ZERO_HASH, Head, Segment, entry_hash, head_message
+from headcount.core.errors import LocalProtocolError, RemoteProtocolError
+from headcount.core.model import LogEntry
+from headcount.protocol.session import Close, Send, Session, State
+from headcount.protocol.wire import (
     DEFAULT_MAX_FRAME,
     WIRE_VERSION,
     Ack,

@@ -22,10 +22,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from headcount.memlog import MemLog
 from headcount.net.stream import StreamPeer
 from headcount.net.websocket import WebSocketPeer, dial, sync_app
-from headcount.session import (
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import (
     Applied,
     Close,
     Effect,

@@ -1,6 +1,6 @@
 """headcount: offline-first peer-to-peer replication for event check-in."""
 
-from .errors import (
+from headcount.core.errors import (
     FutureTimestampError,
     HeadcountError,
     InputError,
@@ -10,10 +10,10 @@ from .errors import (
     RemoteProtocolError,
     StoreError,
 )
-from .event import Event
-from .hlc import HybridClock
-from .identity import Identity, Role
-from .model import (
+from headcount.core.event import Event
+from headcount.core.hlc import HybridClock
+from headcount.core.identity import Identity, Role
+from headcount.core.model import (
     Attendance,
     Candidate,
     CheckInResult,
@@ -26,9 +26,9 @@ from .model import (
     Scan,
     ScanKind,
 )
-from .replica import ApplyResult, Replica
-from .schema import Policy, Schema, default_schema
-from .store import Durability
+from headcount.core.schema import Policy, Schema, default_schema
+from headcount.replica.replica import ApplyResult, Replica
+from headcount.store.sqlite import Durability
 
 __version__ = "0.1.0"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..backup.errors import BackupError
-from ..errors import HeadcountError
+from headcount.backup.errors import BackupError
+from headcount.core.errors import HeadcountError
 
 CORRUPT = "archive_corrupt"
 """A payload's bytes differ from its checksum, or its content does not decode."""

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backup import signed
-from ..backup.signed import MANIFEST_FILE, SignedManifest
-from ..identity import Identity
+from headcount.backup import signed
+from headcount.backup.signed import MANIFEST_FILE, SignedManifest
+from headcount.core.identity import Identity
+
 from .errors import CORRUPT, INCOMPATIBLE, NOT_FOUND, TAMPERED, UNREADABLE, ArchiveError
 
 FORMAT_VERSION = "1.0"

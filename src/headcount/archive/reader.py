@@ -15,10 +15,11 @@ from typing import Any
 
 import msgpack
 
-from ..backup.crypto import KeyRing, Secret
-from ..backup.files import TEMP_PREFIX
-from ..backup.payload import check_stored, context, read_content
-from ..model import LogEntry
+from headcount.backup.crypto import KeyRing, Secret
+from headcount.backup.payload import check_stored, context, read_content
+from headcount.core.files import TEMP_PREFIX
+from headcount.core.model import LogEntry
+
 from .errors import CORRUPT, NOT_FOUND, ArchiveError, archive_errors
 from .manifest import MANIFEST_FILE, ArchiveManifest, load
 from .records import KINDS

@@ -28,16 +28,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backup.exports import (
+from headcount.backup.exports import (
     attendance_record,
     config_record,
     participant_record,
     scan_record,
 )
-from ..errors import RemoteProtocolError, StoreError
-from ..event import Event
-from ..eventdoc import CONFIG, PARTICIPANT, EventDoc, record_key
-from ..hlc import HybridClock, wall_ms
+from headcount.core.errors import RemoteProtocolError, StoreError
+from headcount.core.event import Event
+from headcount.core.eventdoc import CONFIG, PARTICIPANT, EventDoc, record_key
+from headcount.core.hlc import HybridClock, wall_ms
 
 Row = tuple[str, int, int, bytes, bytes, bytes]  # device, seq, hlc, update, prev, hash
 TYPE_ORDER = ("participant", "config", "scan", "attendance", "conflict", "resolution")

@@ -19,10 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..backup.crypto import KeyRing, Secret
-from ..chain import Head
-from ..errors import InputError, StoreError
-from ..replica import Replica
+from headcount.backup.crypto import KeyRing, Secret
+from headcount.core.chain import Head
+from headcount.core.errors import InputError, StoreError
+from headcount.replica.replica import Replica
+
 from .errors import CORRUPT, NOT_FOUND, ArchiveError
 from .manifest import ArchiveManifest
 from .reader import entries, get, read_raw, verify

@@ -33,15 +33,16 @@ from typing import Any
 
 import msgpack
 
-from ..backup.crypto import SCRYPT_N, KeyRing, Secret
-from ..backup.retention import remove_backup
-from ..backup.storefile import connect_ro
-from ..errors import HeadcountError, NotFoundError
-from ..event import Event
-from ..identity import Identity
-from ..journal import JOURNAL_FILE, Journal, iso_time
-from ..replica import REJOIN_KEY, Replica
-from ..store import DB_FILE
+from headcount.backup.crypto import SCRYPT_N, KeyRing, Secret
+from headcount.backup.retention import remove_backup
+from headcount.core.errors import HeadcountError, NotFoundError
+from headcount.core.event import Event
+from headcount.core.identity import Identity
+from headcount.replica.replica import REJOIN_KEY, Replica
+from headcount.service.journal import JOURNAL_FILE, Journal, iso_time
+from headcount.store.dbfile import connect_ro
+from headcount.store.sqlite import DB_FILE
+
 from .errors import CHANGED, ArchiveError
 from .manifest import ArchiveManifest
 from .reader import entries, verify

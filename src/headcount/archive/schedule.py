@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backup.schedule import path_setting, read_secret, section_interval
-from ..durations import parse_duration
-from ..errors import InputError
-from ..replica import Replica
+from headcount.backup.schedule import path_setting, read_secret, section_interval
+from headcount.core.durations import parse_duration
+from headcount.core.errors import InputError
+from headcount.replica.replica import Replica
+
 from .reader import default_archive_dir
 from .run import DAY_S, ArchivePolicy, Steps, commit, prepare, prune, supersede
 

@@ -25,16 +25,17 @@ from typing import Any
 
 import msgpack
 
-from .. import __version__
-from ..backup.crypto import SCRYPT_N, KeyRing
-from ..backup.errors import disk_errors
-from ..backup.exports import event_header, json_lines
-from ..backup.files import publish, remove_tree, temp_dir_beside, write_private
-from ..backup.payload import COMPRESSION, PayloadWriter, context
-from ..event import Event
-from ..identity import Identity
-from ..journal import iso_time
-from ..store import MIGRATIONS
+from headcount import __version__
+from headcount.backup.crypto import SCRYPT_N, KeyRing
+from headcount.backup.errors import disk_errors
+from headcount.backup.exports import event_header, json_lines
+from headcount.backup.payload import COMPRESSION, PayloadWriter, context
+from headcount.core.event import Event
+from headcount.core.files import publish, remove_tree, temp_dir_beside, write_private
+from headcount.core.identity import Identity
+from headcount.service.journal import iso_time
+from headcount.store.sqlite import MIGRATIONS
+
 from .manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, ArchiveManifest, sign
 from .records import EventRows, load_event, logical_records
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from headcount.core.files import TEMP_PREFIX
+
 from . import manifest as mf
 from .errors import CHAIN_BROKEN, NOT_FOUND, BackupError
-from .files import TEMP_PREFIX
 from .manifest import Kind, Manifest
 
 MAX_CHAIN = 10_000

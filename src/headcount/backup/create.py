@@ -21,18 +21,20 @@ from typing import Any
 
 import msgpack
 
-from .. import __version__
-from ..errors import InputError, NotFoundError
-from ..identity import IDENTITY_FILE, KEY_FILE, Identity, load_identity
-from ..pki_device import CA_FILE, CERT_FILE
-from ..replica import Replica
-from ..store import DB_FILE, Store
+from headcount import __version__
+from headcount.core.errors import InputError, NotFoundError
+from headcount.core.files import publish, remove_tree, temp_dir_beside, write_private
+from headcount.core.identity import IDENTITY_FILE, KEY_FILE, Identity, load_identity
+from headcount.pki.device import CA_FILE, CERT_FILE
+from headcount.replica.replica import Replica
+from headcount.store.dbfile import connect_ro, copy_store, event_states, schema_version
+from headcount.store.sqlite import DB_FILE, Store
+
 from . import delta
 from .catalog import Catalog
 from .crypto import SCRYPT_N, KeyRing, Secret
 from .errors import CHAIN_BROKEN, NEEDS_FULL, BackupError, disk_errors
 from .exports import export_lines
-from .files import publish, remove_tree, temp_dir_beside, write_private
 from .manifest import FORMAT_VERSION, MANIFEST_FILE, FileRecord, Kind, Manifest, sign
 from .payload import (
     COMPRESSION,
@@ -44,7 +46,6 @@ from .payload import (
     PayloadWriter,
     context,
 )
-from .storefile import connect_ro, copy_store, event_states, schema_version
 
 BACKUPS_DIR = "backups"
 IDENTITY_FILES = (KEY_FILE, IDENTITY_FILE, CERT_FILE, CA_FILE)

@@ -31,7 +31,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..errors import InputError
+from headcount.core.errors import InputError
+
 from .errors import CORRUPT, KEY_REQUIRED, TRUNCATED, WRONG_KEY, BackupError
 
 KEY_BYTES = 32

@@ -19,11 +19,12 @@ from typing import Any
 
 import msgpack
 
-from ..chain import ZERO_HASH, compute_hash
-from ..model import LogEntry
+from headcount.core.chain import ZERO_HASH, compute_hash
+from headcount.core.model import LogEntry
+from headcount.store.dbfile import hash_at
+
 from .errors import CHAIN_BROKEN, CORRUPT, NEEDS_FULL, BackupError
 from .manifest import EventState
-from .storefile import hash_at
 
 DELTA_VERSION = 1
 

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import HeadcountError
+from headcount.core.errors import HeadcountError
 
 CORRUPT = "backup_corrupt"
 """A payload's bytes differ from its checksum, or do not decode."""

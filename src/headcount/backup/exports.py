@@ -19,10 +19,11 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..event import Event
-from ..eventdoc import CONFIG, CONFIG_FIELD, SCHEMA_KEY
-from ..model import Attendance, Participant, Scan
-from ..replica import Replica
+from headcount.core.event import Event
+from headcount.core.eventdoc import CONFIG, CONFIG_FIELD, SCHEMA_KEY
+from headcount.core.model import Attendance, Participant, Scan
+from headcount.replica.replica import Replica
+
 from .errors import CORRUPT, BackupError
 from .manifest import Kind
 

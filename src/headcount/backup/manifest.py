@@ -21,7 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..identity import Identity
+from headcount.core.identity import Identity
+
 from . import signed
 from .errors import CORRUPT, INCOMPATIBLE, NOT_FOUND, TAMPERED, BackupError
 from .signed import MANIFEST_FILE, FileRecord, SignedManifest

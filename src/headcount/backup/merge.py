@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import LocalProtocolError, PermissionDeniedError, StoreError
-from ..replica import Replica
+from headcount.core.errors import LocalProtocolError, PermissionDeniedError, StoreError
+from headcount.replica.replica import Replica
+
 from .errors import CORRUPT, BackupError
 from .manifest import Kind
 

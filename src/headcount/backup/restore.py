@@ -28,11 +28,14 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import PermissionDeniedError
-from ..identity import KEY_FILE, Identity, load_identity
-from ..pki_device import write_atomic
-from ..replica import Replica, _lock
-from ..store import DB_FILE, Durability
+from headcount.core.errors import PermissionDeniedError
+from headcount.core.files import make_private_dir, publish, remove_tree, temp_dir_beside
+from headcount.core.identity import KEY_FILE, Identity, load_identity
+from headcount.pki.device import write_atomic
+from headcount.replica.replica import Replica, _lock
+from headcount.store.dbfile import connect_ro
+from headcount.store.sqlite import DB_FILE, Durability
+
 from . import staging
 from .catalog import Catalog, locate
 from .crypto import KeyRing, Secret
@@ -46,11 +49,9 @@ from .errors import (
     disk_errors,
 )
 from .exports import parse_lines
-from .files import make_private_dir, publish, remove_tree, temp_dir_beside
 from .manifest import Kind, Manifest
 from .merge import MergeReport, merge
 from .payload import IDENTITY_PAYLOAD, check_stored, context, read_all
-from .storefile import connect_ro
 from .verify import resolve_chain
 
 ProgressFn = Callable[[str], None]

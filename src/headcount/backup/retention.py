@@ -18,8 +18,9 @@ import os
 import secrets
 from pathlib import Path
 
+from headcount.core.files import fsync_dir, remove_tree
+
 from .catalog import Catalog
-from .files import fsync_dir, remove_tree
 from .manifest import Kind, Manifest
 
 DELETING_PREFIX = ".deleting-"

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..durations import parse_duration
-from ..errors import InputError
-from ..journal import JOURNAL_FILE, Journal
+from headcount.core.durations import parse_duration
+from headcount.core.errors import InputError
+from headcount.service.journal import JOURNAL_FILE, Journal
+
 from .catalog import Catalog
 from .create import create_backup, default_dest
 from .crypto import SCRYPT_N, KeyRing, Secret, read_key_file

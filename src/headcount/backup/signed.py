@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import HeadcountError
-from ..identity import Identity, device_id_for
+from headcount.core.errors import HeadcountError
+from headcount.core.identity import Identity, device_id_for
 
 MANIFEST_FILE = "manifest.json"
 _FILE_FIELDS = ("name", "size", "sha256", "raw_size", "raw_sha256")

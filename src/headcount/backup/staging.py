@@ -24,17 +24,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import StoreError
-from ..identity import Identity
-from ..replica import REJOIN_KEY, Replica
-from ..store import DB_FILE, Store
+from headcount.core.errors import StoreError
+from headcount.core.files import fsync_dir
+from headcount.core.identity import Identity
+from headcount.replica.replica import REJOIN_KEY, Replica
+from headcount.store.dbfile import event_states
+from headcount.store.sqlite import DB_FILE, Store
+
 from . import delta
 from .crypto import KeyRing
 from .errors import CHAIN_BROKEN, CORRUPT, BackupError
-from .files import fsync_dir
 from .manifest import Manifest
 from .payload import DELTA_PAYLOAD, STORE_PAYLOAD, check_stored, context, read_all, read_content
-from .storefile import event_states
 
 ProgressFn = Callable[[str], None]
 PRE_RESTORE = "pre-restore-"

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import MIGRATIONS
+from headcount.store.sqlite import MIGRATIONS
+
 from .catalog import Catalog, locate
 from .crypto import KeyRing, Secret
 from .manifest import Kind, Manifest, check_compatible, check_signer

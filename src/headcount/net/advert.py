@@ -23,9 +23,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..errors import InputError
-from ..identity import DEVICE_ID_BYTES
-from ..wire import WIRE_VERSION
+from headcount.core.errors import InputError
+from headcount.core.identity import DEVICE_ID_BYTES
+from headcount.protocol.wire import WIRE_VERSION
 
 SERVICE_TYPE = "_headcount._tcp.local."
 DEFAULT_INTERFACES: tuple[str, ...] = ("127.0.0.1",)

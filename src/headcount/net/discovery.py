@@ -35,7 +35,8 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from ..errors import InputError, LocalProtocolError
+from headcount.core.errors import InputError, LocalProtocolError
+
 from .advert import (
     DEFAULT_INTERFACES,
     SERVICE_TYPE,

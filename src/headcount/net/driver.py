@@ -13,7 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..session import Applied, Close, Effect, EquivocationFound, PeerIdentified, Send, Session
+from headcount.protocol.session import (
+    Applied,
+    Close,
+    Effect,
+    EquivocationFound,
+    PeerIdentified,
+    Send,
+    Session,
+)
 
 DRAIN_TIMEOUT = 10.0
 

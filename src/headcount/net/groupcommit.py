@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import StoreError
-from ..storeapi import LogStore
+from headcount.core.errors import StoreError
+from headcount.store.interface import LogStore
 
 
 class GroupCommit:

@@ -29,12 +29,13 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
-from ..errors import HeadcountError
-from ..peerlog import ReplicaLog
-from ..pki_revocation import RevocationList
-from ..pki_verify import PeerIdentity, verify_peer_certificate
-from ..replica import Replica
-from ..session import Applied, Effect, PeerIdentified, Session, SessionConfig
+from headcount.core.errors import HeadcountError
+from headcount.pki.revocation import RevocationList
+from headcount.pki.verify import PeerIdentity, verify_peer_certificate
+from headcount.protocol.session import Applied, Effect, PeerIdentified, Session, SessionConfig
+from headcount.replica.log import ReplicaLog
+from headcount.replica.replica import Replica
+
 from .groupcommit import GroupCommit
 from .preverify import PreVerifier
 from .stream import StreamPeer

@@ -24,8 +24,8 @@ from typing import Any
 
 import msgpack
 
-from ..chain import ed25519_verify, head_message
-from ..wire import WIRE_VERSION
+from headcount.core.chain import ed25519_verify, head_message
+from headcount.protocol.wire import WIRE_VERSION
 
 _SEGMENTS = 3  # the wire's type number of a Segments message
 _MAX_REMEMBERED = 50_000

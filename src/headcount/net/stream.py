@@ -14,7 +14,8 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from ..session import Session
+from headcount.protocol.session import Session
+
 from .driver import DRAIN_TIMEOUT, EffectHandler, SessionDriver
 
 READ_SIZE = 64 * 1024

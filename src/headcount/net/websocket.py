@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..session import Close, Send, Session, SyncStatus
-from ..wire import DEFAULT_MAX_FRAME
+from headcount.protocol.session import Close, Send, Session, SyncStatus
+from headcount.protocol.wire import DEFAULT_MAX_FRAME
+
 from .driver import DRAIN_TIMEOUT, EffectHandler, SessionDriver
 
 HANDSHAKE_TIMEOUT = 10.0

@@ -7,8 +7,9 @@ Wiring, for a driver::
     web.run_app(app)
 """
 
-from .api import SYNC_PATH, ApiLimits, create_app
-from .audit import AuditLog, AuditRecord
+from headcount.relay.http.app import SYNC_PATH, ApiLimits, create_app
+from headcount.store.audit import AuditLog, AuditRecord
+
 from .ratelimit import RateLimit
 from .tokens import (
     Claims,

@@ -20,21 +20,22 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..archive.schedule import ArchiveSchedule
-from ..backup.schedule import BackupSchedule
-from ..daemon import published_revocations
-from ..errors import InputError
-from ..housekeeping import Housekeeping, parse_sections
-from ..net.node import Node, NodeConfig
-from ..periodic import job_metrics
-from ..pki_device import load_device_certificate, ssl_context
-from ..pki_verify import verify_peer_certificate
-from ..replica import Replica
-from ..session import DEFAULT_ACK_DELAY, SessionConfig
-from ..tomlconfig import parse_address, read_toml, toml_list
-from .api import ApiLimits, create_app
-from .audit import AuditLog
-from .ops import Metrics, collect_from_node, install, node_serving, replica_open
+from headcount.archive.schedule import ArchiveSchedule
+from headcount.backup.schedule import BackupSchedule
+from headcount.core.errors import InputError
+from headcount.net.node import Node, NodeConfig
+from headcount.pki.device import load_device_certificate, ssl_context
+from headcount.pki.verify import verify_peer_certificate
+from headcount.protocol.session import DEFAULT_ACK_DELAY, SessionConfig
+from headcount.relay.http.app import ApiLimits, create_app
+from headcount.relay.http.ops import Metrics, collect_from_node, install, node_serving, replica_open
+from headcount.replica.replica import Replica
+from headcount.service.config import parse_address, read_toml, toml_list
+from headcount.service.daemon import published_revocations
+from headcount.service.housekeeping import Housekeeping, parse_sections
+from headcount.service.periodic import job_metrics
+from headcount.store.audit import AuditLog
+
 from .tokens import TokenAuthority, load_secret_file
 
 CATCH_UP_SLICE = 64  # lazily accepted entries applied per turn of the event loop

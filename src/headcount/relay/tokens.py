@@ -24,8 +24,8 @@ from typing import Any
 
 import jwt
 
-from ..errors import HeadcountError, InputError
-from ..event import check_id
+from headcount.core.errors import HeadcountError, InputError
+from headcount.core.event import check_id
 
 DEFAULT_ALGORITHM = "HS256"
 ISSUER = "headcount"

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headcount.errors import RemoteProtocolError
-from headcount.session import Effect, Send, Session, State
-from headcount.wire import Message
+from headcount.core.errors import RemoteProtocolError
+from headcount.protocol.session import Effect, Send, Session, State
+from headcount.protocol.wire import Message
 
 # Byte 6 of a frame is the message type: 4 length bytes, a fixarray header,
 # the version (a positive fixint), then the type.

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from headcount.event import Event
-from headcount.eventdoc import EventDoc
-from headcount.hlc import HybridClock
-from headcount.memlog import MemLog
-from headcount.model import LogEntry
+from headcount.core.event import Event
+from headcount.core.eventdoc import EventDoc
+from headcount.core.hlc import HybridClock
+from headcount.core.model import LogEntry
+from headcount.protocol.memlog import MemLog
 
 from .workload import EVENT, Workload
 

@@ -17,8 +17,8 @@ once, for real, and answer repeats from a cache. They change no outcome:
 
 from __future__ import annotations
 
-from headcount.chain import compute_hash, ed25519_verify, with_digest
-from headcount.model import LogEntry
+from headcount.core.chain import compute_hash, ed25519_verify, with_digest
+from headcount.core.model import LogEntry
 
 
 class MemoVerifier:

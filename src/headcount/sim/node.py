@@ -25,10 +25,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from headcount.chain import Segment, Verifier
-from headcount.memlog import MemLog
-from headcount.model import LogEntry
-from headcount.session import (
+from headcount.core.chain import Segment, Verifier
+from headcount.core.model import LogEntry
+from headcount.protocol.memlog import MemLog
+from headcount.protocol.session import (
     Applied,
     Close,
     Effect,

@@ -19,8 +19,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from headcount.identity import device_id_for
-from headcount.session import SessionConfig
+from headcount.core.identity import device_id_for
+from headcount.protocol.session import SessionConfig
 
 from .faults import FaultPlan
 from .materialize import oracle

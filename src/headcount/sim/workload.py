@@ -37,11 +37,11 @@ from typing import Any
 
 from pycrdt import Doc
 
-from headcount import eventdoc
-from headcount.event import IMPORT_CHUNK, Event
-from headcount.eventdoc import EventDoc
-from headcount.hlc import HybridClock
-from headcount.model import LogEntry, ScanKind
+from headcount.core import eventdoc
+from headcount.core.event import IMPORT_CHUNK, Event
+from headcount.core.eventdoc import EventDoc
+from headcount.core.hlc import HybridClock
+from headcount.core.model import LogEntry, ScanKind
 
 EVENT = "sim"
 T0_MS = 1_780_000_000_000
