@@ -1,36 +1,48 @@
-"""headcount: offline-first peer-to-peer replication for event check-in."""
+"""headcount: offline-first peer-to-peer replication for event check-in.
 
-from headcount.core.errors import (
-    FutureTimestampError,
-    HeadcountError,
-    InputError,
-    LocalProtocolError,
-    NotFoundError,
-    PermissionDeniedError,
-    RemoteProtocolError,
-    StoreError,
-)
-from headcount.core.event import Event
-from headcount.core.hlc import HybridClock
-from headcount.core.identity import Identity, Role
-from headcount.core.model import (
-    Attendance,
-    Candidate,
-    CheckInResult,
-    Conflict,
-    ConflictKind,
-    EventStatus,
-    LogEntry,
-    Method,
-    Participant,
-    Scan,
-    ScanKind,
-)
-from headcount.core.schema import Policy, Schema, default_schema
-from headcount.replica.replica import ApplyResult, Replica
-from headcount.store.sqlite import Durability
+The package root names the public API and imports it lazily (PEP 562): the
+layers are packages (see the README's layout), and ``import headcount`` costs
+nothing until a name is used.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from headcount._lazy import exports
+
+if TYPE_CHECKING:
+    from .core.errors import (
+        FutureTimestampError,
+        HeadcountError,
+        InputError,
+        LocalProtocolError,
+        NotFoundError,
+        PermissionDeniedError,
+        RemoteProtocolError,
+        StoreError,
+    )
+    from .core.event import Event
+    from .core.hlc import HybridClock
+    from .core.identity import Identity, Role
+    from .core.model import (
+        Attendance,
+        Candidate,
+        CheckInResult,
+        Conflict,
+        ConflictKind,
+        EventStatus,
+        LogEntry,
+        Method,
+        Participant,
+        Scan,
+        ScanKind,
+    )
+    from .core.schema import Policy, Schema, default_schema
+    from .replica import ApplyResult, Replica
+    from .store import Durability
+
+__version__ = "0.1.0"  # the only copy: pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "ApplyResult",
@@ -64,3 +76,38 @@ __all__ = [
     "__version__",
     "default_schema",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        ".core.errors": [
+            "FutureTimestampError",
+            "HeadcountError",
+            "InputError",
+            "LocalProtocolError",
+            "NotFoundError",
+            "PermissionDeniedError",
+            "RemoteProtocolError",
+            "StoreError",
+        ],
+        ".core.event": ["Event"],
+        ".core.hlc": ["HybridClock"],
+        ".core.identity": ["Identity", "Role"],
+        ".core.model": [
+            "Attendance",
+            "Candidate",
+            "CheckInResult",
+            "Conflict",
+            "ConflictKind",
+            "EventStatus",
+            "LogEntry",
+            "Method",
+            "Participant",
+            "Scan",
+            "ScanKind",
+        ],
+        ".core.schema": ["Policy", "Schema", "default_schema"],
+        ".replica": ["ApplyResult", "Replica"],
+        ".store": ["Durability"],
+    },
+)

@@ -1,1 +1,4 @@
-"""Drivers that carry the sans-IO session over real transports (asyncio)."""
+"""asyncio transports that drive the sans-IO session: TCP+TLS streams,
+WebSocket, the node that keeps one link per peer, group commit, signature
+pre-verification off the loop, and mDNS discovery.
+"""

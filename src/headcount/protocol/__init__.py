@@ -1,1 +1,111 @@
-"""headcount.protocol."""
+"""The sync protocol, sans-IO (h11 style): wire frames, the session state
+machine and an in-memory signed log.
+
+No asyncio, sockets, SQLite, pycrdt or wall clock here: time comes in as an
+argument and effects go out as values. The asyncio transports (``net``) and
+the simulator (``sim``) drive this same code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from headcount._lazy import exports
+
+if TYPE_CHECKING:
+    from .logview import IngestResult, LogView
+    from .memlog import MemLog
+    from .session import (
+        Applied,
+        Close,
+        Effect,
+        EquivocationFound,
+        PeerIdentified,
+        PeerStatus,
+        Send,
+        Session,
+        SessionConfig,
+        State,
+        SyncStatus,
+    )
+    from .wire import (
+        WIRE_VERSION,
+        Ack,
+        Directory,
+        FrameDecoder,
+        Goodbye,
+        Hello,
+        Message,
+        Ping,
+        Pong,
+        Segments,
+        SnapshotPart,
+        Summary,
+        encode,
+    )
+
+__all__ = [
+    "WIRE_VERSION",
+    "Ack",
+    "Applied",
+    "Close",
+    "Directory",
+    "Effect",
+    "EquivocationFound",
+    "FrameDecoder",
+    "Goodbye",
+    "Hello",
+    "IngestResult",
+    "LogView",
+    "MemLog",
+    "Message",
+    "PeerIdentified",
+    "PeerStatus",
+    "Ping",
+    "Pong",
+    "Segments",
+    "Send",
+    "Session",
+    "SessionConfig",
+    "SnapshotPart",
+    "State",
+    "Summary",
+    "SyncStatus",
+    "encode",
+]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        ".session": [
+            "Applied",
+            "Close",
+            "Effect",
+            "EquivocationFound",
+            "PeerIdentified",
+            "PeerStatus",
+            "Send",
+            "Session",
+            "SessionConfig",
+            "State",
+            "SyncStatus",
+        ],
+        ".logview": ["IngestResult", "LogView"],
+        ".wire": [
+            "Ack",
+            "Directory",
+            "FrameDecoder",
+            "Goodbye",
+            "Hello",
+            "Message",
+            "Ping",
+            "Pong",
+            "Segments",
+            "SnapshotPart",
+            "Summary",
+            "WIRE_VERSION",
+            "encode",
+        ],
+        ".memlog": ["MemLog"],
+    },
+)

@@ -27,7 +27,7 @@ from headcount.core.chain import (
 from headcount.core.errors import LocalProtocolError, RemoteProtocolError
 from headcount.core.model import LogEntry
 
-from .session import IngestResult
+from .logview import IngestResult
 
 
 @dataclass(slots=True)

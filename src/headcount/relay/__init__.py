@@ -1,4 +1,5 @@
-"""The relay's cloud bridge: the HTTP API, its tokens and its audit trail.
+"""The relay: a store-and-forward hub for many gates (``headcount relay``) and
+the cloud bridge, its HTTP API (``http/``), bearer tokens and rate limits.
 
 Wiring, for a driver::
 
@@ -7,18 +8,26 @@ Wiring, for a driver::
     web.run_app(app)
 """
 
-from headcount.relay.http.app import SYNC_PATH, ApiLimits, create_app
-from headcount.store.audit import AuditLog, AuditRecord
+from __future__ import annotations
 
-from .ratelimit import RateLimit
-from .tokens import (
-    Claims,
-    TokenAuthority,
-    TokenError,
-    UserRole,
-    create_secret_file,
-    load_secret_file,
-)
+from typing import TYPE_CHECKING
+
+from headcount._lazy import exports
+
+if TYPE_CHECKING:
+    from headcount.store.audit import AuditLog, AuditRecord
+
+    from .http.app import SYNC_PATH, ApiLimits, create_app
+    from .ratelimit import RateLimit
+    from .server import Relay, load_relay_config
+    from .tokens import (
+        Claims,
+        TokenAuthority,
+        TokenError,
+        UserRole,
+        create_secret_file,
+        load_secret_file,
+    )
 
 __all__ = [
     "SYNC_PATH",
@@ -27,10 +36,30 @@ __all__ = [
     "AuditRecord",
     "Claims",
     "RateLimit",
+    "Relay",
     "TokenAuthority",
     "TokenError",
     "UserRole",
     "create_app",
     "create_secret_file",
+    "load_relay_config",
     "load_secret_file",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "headcount.store.audit": ["AuditLog", "AuditRecord"],
+        ".http.app": ["SYNC_PATH", "ApiLimits", "create_app"],
+        ".ratelimit": ["RateLimit"],
+        ".server": ["Relay", "load_relay_config"],
+        ".tokens": [
+            "Claims",
+            "TokenAuthority",
+            "TokenError",
+            "UserRole",
+            "create_secret_file",
+            "load_secret_file",
+        ],
+    },
+)

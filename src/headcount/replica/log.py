@@ -25,7 +25,7 @@ from headcount.core.chain import (
 )
 from headcount.core.errors import BehindHorizonError, HeadcountError, StoreError
 from headcount.core.model import LogEntry
-from headcount.protocol.session import IngestResult
+from headcount.protocol.logview import IngestResult
 from headcount.store.interface import LogStore
 
 from . import compaction
