@@ -41,7 +41,8 @@ def test_secret_then_issue_gives_a_token_the_relay_accepts(
     )  # fmt: skip
     assert code == 0
     issued = json.loads(out)
-    claims = TokenAuthority(load_secret_file(secret)).verify(issued["token"], now_s=int(time.time()))
+    authority = TokenAuthority(load_secret_file(secret))
+    claims = authority.verify(issued["token"], now_s=int(time.time()))
     assert (claims.user, claims.role, claims.events) == ("p42", UserRole.ADMIN, {"e1", "e2"})
 
 
