@@ -6,7 +6,7 @@ Where the traffic goes (the network rule in design.md):
   random service type, so they neither leave the machine nor meet another
   test run's adverts;
 * the multi-process cluster test and the unicast-guard test run inside
-  ``netns-run`` (a private network namespace with only loopback); they are
+  ``headcount.service.netns`` (a private network namespace with only loopback); they are
   skipped, with the reason, when that is not possible (not root, no
   ``unshare``).
 """
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,36 +40,22 @@ from headcount.net.discovery import Discovery, DiscoveryConfig, open_zeroconf
 from headcount.pki.device import install_certificate
 from headcount.pki.org import enroll, init_org
 from headcount.protocol.wire import WIRE_VERSION
+from headcount.service import netns
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "discovery_worker.py"
-NETNS_RUN = Path(
-    os.environ.get("HEADCOUNT_NETNS_RUN", HERE.parents[1] / "shared" / "tools" / "netns-run")
-)
 A, B, C, D = "a" * 20, "b" * 20, "c" * 20, "d" * 20
 TIMEOUT = 10.0  # seconds any single in-process wait may take
 
 
-def _netns_unavailable() -> str | None:
-    """Why discovery cannot run in a private network namespace here, or None."""
-    if os.geteuid() != 0:
-        return "needs root: netns-run creates a network namespace (unshare --net)"
-    if shutil.which("unshare") is None:
-        return "the unshare command is not installed"
-    if not NETNS_RUN.exists():
-        return f"{NETNS_RUN} not found (set HEADCOUNT_NETNS_RUN)"
-    probe = subprocess.run([NETNS_RUN, "true"], capture_output=True, text=True, timeout=10)
-    if probe.returncode != 0:
-        return f"netns-run does not work here: {probe.stderr.strip()}"
-    return None
-
-
 @pytest.fixture(scope="module")
-def netns() -> Path:
-    reason = _netns_unavailable()
+def in_netns() -> Callable[[list[str]], list[str]]:
+    """Wraps a command so that it runs in a private network namespace (the
+    project's own helper, headcount.service.netns)."""
+    reason = netns.unavailable_reason()
     if reason:
         pytest.skip(f"mDNS multi-process tests run only in a private network namespace: {reason}")
-    return NETNS_RUN
+    return netns.command
 
 
 def _private_config() -> DiscoveryConfig:
@@ -308,9 +293,11 @@ def test_malformed_adverts_are_ignored_and_a_changed_peer_is_reported_again():
 # -- inside a private network namespace ---------------------------------------------
 
 
-def _run_worker(netns: Path, args: list[str], timeout: float) -> dict:
+def _run_worker(
+    in_netns: Callable[[list[str]], list[str]], args: list[str], timeout: float
+) -> dict:
     proc = subprocess.run(
-        [netns, sys.executable, WORKER, *args],
+        in_netns([sys.executable, str(WORKER), *args]),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -321,8 +308,8 @@ def _run_worker(netns: Path, args: list[str], timeout: float) -> dict:
     return results[0]["result"]
 
 
-def test_unicast_replies_to_a_non_loopback_address_are_dropped(netns):
-    out = _run_worker(netns, ["guard"], timeout=30)
+def test_unicast_replies_to_a_non_loopback_address_are_dropped(in_netns):
+    out = _run_worker(in_netns, ["guard"], timeout=30)
     assert out["loopback_answers"], out  # the query itself is answerable
     assert out["lan_reply_bytes"] == 0 and out["dropped_unicast"] >= 1, out
 
@@ -337,7 +324,7 @@ def _enrolled(tmp: Path, org, name: str, role: Role) -> Path:
     return tmp / name
 
 
-def test_gates_in_separate_processes_find_each_other_and_a_check_in_reaches_all(netns, tmp_path):
+def test_gates_in_separate_processes_find_each_other_and_a_check_in_reaches_all(in_netns, tmp_path):
     """Four processes (an admin holding the event, three gates), no static
     peers. The admin's event reaches the gates only through links made by
     mDNS; gate 1 checks a participant in once it holds the event; every other
@@ -350,7 +337,7 @@ def test_gates_in_separate_processes_find_each_other_and_a_check_in_reaches_all(
         admin.import_participants("ev", [{"id": f"p{i}", "name": f"N{i}"} for i in range(5)])
     args = ["cluster", "ev", "p3", "1", "30", *map(str, dirs)]
 
-    out = _run_worker(netns, args, timeout=55)
+    out = _run_worker(in_netns, args, timeout=55)
 
     ids = out["ready"]
     assert out["netns"] and out["gates"] == 4 and None not in ids, out

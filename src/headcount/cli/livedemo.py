@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -37,14 +36,10 @@ from headcount.core.identity import Role
 from headcount.pki.device import install_certificate
 from headcount.pki.org import enroll, init_org
 from headcount.replica.replica import Replica
-from headcount.service import control
+from headcount.service import control, netns
 from headcount.service.daemon import CONTROL_SOCKET
 
 EVENT = "demo-2026"
-NETNS_RUN = Path(
-    os.environ.get("HEADCOUNT_NETNS_RUN")
-    or Path(__file__).resolve().parents[3] / "shared" / "tools" / "netns-run"
-)
 Say = Callable[[str], None]
 
 
@@ -180,7 +175,7 @@ def run_live_demo(
 ) -> bool:
     """Run the demo; True if every device converged with no lost or doubled scan."""
     rng = random.Random(seed)
-    discovery = os.environ.get("NETNS_RUN_INSIDE") == "1"
+    discovery = netns.inside()
     base = Path(tempfile.mkdtemp(prefix="headcount-live-"))
     devices: list[Gate] = []
     try:
@@ -309,11 +304,18 @@ def _verify(devices: list[Gate], issued: set[str], converged: bool, say: Say) ->
     return ok
 
 
-def maybe_reexec_in_namespace(argv: list[str]) -> int | None:
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def maybe_reexec_in_namespace(argv: list[str], say: Say = _to_stderr) -> int | None:
     """As root, run the demo inside a private network namespace so that mDNS
-    discovery cannot reach any real network; None to run here instead."""
-    if os.environ.get("NETNS_RUN_INSIDE") == "1" or os.geteuid() != 0:
+    discovery cannot reach any real network; None to run here instead (and
+    the reason is printed, so a fallback to static peers is never silent)."""
+    if netns.inside():
         return None
-    if not NETNS_RUN.exists() or shutil.which("unshare") is None:
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        say(f"(no private network namespace: {reason}; using static peers on 127.0.0.1)")
         return None
-    return subprocess.call([str(NETNS_RUN), sys.executable, "-m", "headcount", *argv])
+    return subprocess.call(netns.command([sys.executable, "-m", "headcount", *argv]))
