@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .event import check_id, check_value
+from .ids import check_id, check_value
 from .schema import Schema
 
 MAX_CSV_BYTES = 256 * 1024 * 1024

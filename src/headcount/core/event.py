@@ -8,17 +8,16 @@ caller makes them durable.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import registers as R
+from .derived import Derived, is_deleted, pick_scan, scan_order
 from .errors import InputError, NotFoundError, PermissionDeniedError
 from .eventdoc import CONFIG, CONFIG_FIELD, PARTICIPANT, SCHEMA_KEY, EventDoc, record_key
+from .ids import check_id, check_value, parse_scan_id, union_value
 from .model import (
     Attendance,
-    Candidate,
     Conflict,
     ConflictKind,
     LogEntry,
@@ -29,61 +28,9 @@ from .model import (
 )
 from .schema import Policy, Schema, check_config_key
 
-MAX_ID_LEN = 128
-MAX_VALUE_BYTES = 8192
 _METHODS: dict[object, Method] = {**{m.value: m for m in Method}, **{m: m for m in Method}}
 CHUNK_BYTES = 128 * 1024
 IMPORT_CHUNK = 100  # participants per Y transaction / log entry (Yrs appends slow down in big ones)
-
-
-def check_id(kind: str, value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
-        raise InputError(f"{kind} id must be a non-empty string of at most {MAX_ID_LEN} characters")
-    if any(ord(c) < 32 or c == R.SEP for c in value) or value != value.strip():
-        raise InputError(f"{kind} id {value!r} contains control characters or edge spaces")
-    return value
-
-
-def check_value(name: str, value: object) -> object:
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}: value {value!r} is not JSON data") from None
-    if len(text.encode("utf-8")) > MAX_VALUE_BYTES:
-        raise InputError(f"{name}: value is larger than {MAX_VALUE_BYTES} bytes")
-    return value
-
-
-def union_value(name: str, value: object) -> list[Any]:
-    """A union field's value as a list of scalars (a scalar is one member)."""
-    members = value if isinstance(value, list) else [value]
-    for m in members:
-        if isinstance(m, dict | list):
-            raise InputError(f"{name}: a union field holds strings, numbers or booleans")
-    return list(members)
-
-
-def parse_scan_id(value: str | None) -> str:
-    """A canonical UUID v4 string; a fresh one for ``None``."""
-    if value is None:
-        return str(uuid.uuid4())
-    try:
-        parsed = uuid.UUID(str(value))
-    except ValueError:
-        raise InputError(f"idempotency key {value!r} is not a UUID") from None
-    if parsed.version != 4:
-        raise InputError(f"idempotency key {value!r} is not a UUID v4")
-    return str(parsed)
-
-
-@dataclass(slots=True)
-class _Derived:
-    """Per-participant facts recomputed lazily when a record changes."""
-
-    live: set[str] = field(default_factory=set)
-    qr: dict[str, set[str]] = field(default_factory=dict)
-    qr_of: dict[str, str] = field(default_factory=dict)
-    conflicts: dict[str, list[Conflict]] = field(default_factory=dict)
 
 
 class Event:
@@ -92,7 +39,7 @@ class Event:
     def __init__(self, doc: EventDoc) -> None:
         self.doc = doc
         self.id = doc.event
-        self._derived = _Derived()
+        self._derived = Derived(doc)
 
     @property
     def schema(self) -> Schema:
@@ -192,7 +139,7 @@ class Event:
         return pid, fields
 
     def _deleted_ids(self) -> set[str]:
-        self._refresh()
+        self._derived.refresh()
         return set(self.doc.participant_ids()) - self._derived.live
 
     def _changed_fields(self, pid: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +183,7 @@ class Event:
             )
 
     def _require_live(self, pid: str) -> None:
-        self._refresh()
+        self._derived.refresh()
         if pid in self._derived.live:
             return
         if record_key(PARTICIPANT, pid) not in self.doc.records:
@@ -244,7 +191,7 @@ class Event:
         raise NotFoundError(f"participant {pid!r} was deleted")
 
     def is_deleted(self, pid: str) -> bool:
-        return bool(self.doc.field_value(PARTICIPANT, pid, R.DELETED)[0])
+        return is_deleted(self.doc, pid)
 
     def participant(self, pid: str) -> Participant:
         if record_key(PARTICIPANT, pid) not in self.doc.records:
@@ -273,7 +220,7 @@ class Event:
         """
         if record_key(PARTICIPANT, participant_or_qr) in self.doc.records:
             return participant_or_qr
-        self._refresh()
+        self._derived.refresh()
         owners = self._derived.qr.get(participant_or_qr, set()) & self._derived.live
         if len(owners) == 1:
             return next(iter(owners))
@@ -347,7 +294,7 @@ class Event:
 
     def _repeat(self, existing: Scan, who: str, kind: ScanKind, at_ms: int | None) -> Scan:
         """A scan re-sent with its idempotency key: the recorded scan, once."""
-        self._refresh()
+        self._derived.refresh()
         same_person = who in (existing.participant, self._derived.qr_of.get(existing.participant))
         if not same_person or existing.kind is not kind or at_ms not in (None, existing.ts_ms):
             raise InputError(f"idempotency key {existing.id} was already used for a different scan")
@@ -355,12 +302,12 @@ class Event:
 
     def attendance(self, pid: str) -> Attendance:
         ids = self.doc.scans_by_participant.get(pid, [])
-        scans = sorted((self.doc.scans[i] for i in ids), key=_scan_order)
+        scans = sorted((self.doc.scans[i] for i in ids), key=scan_order)
         ins = [s for s in scans if s.kind is ScanKind.IN]
         outs = [s for s in scans if s.kind is ScanKind.OUT]
         pol = self.schema.attendance
         return Attendance(
-            pid, _pick(pol["check_in"], ins), _pick(pol["check_out"], outs), tuple(scans)
+            pid, pick_scan(pol["check_in"], ins), pick_scan(pol["check_out"], outs), tuple(scans)
         )
 
     def attendance_list(self) -> list[Attendance]:
@@ -369,7 +316,7 @@ class Event:
     # -- conflicts ---------------------------------------------------------
 
     def conflicts(self) -> list[Conflict]:
-        self._refresh()
+        self._derived.refresh()
         found = [c for cs in self._derived.conflicts.values() for c in cs]
         return sorted(found, key=lambda c: (c.record, c.field, c.id))
 
@@ -440,87 +387,8 @@ class Event:
     def resolutions(self) -> list[dict[str, Any]]:
         return sorted(self.doc.history.values(), key=lambda r: (r.get("at", 0), str(r)))
 
-    # -- derived state -----------------------------------------------------
-
-    def _refresh(self) -> None:
-        dirty, self.doc.dirty = self.doc.dirty, set()
-        prefix = PARTICIPANT + R.SEP
-        d = self._derived
-        for rkey in dirty:
-            if not rkey.startswith(prefix):
-                continue
-            pid = rkey[len(prefix) :]
-            old = d.qr_of.pop(pid, None)
-            if old is not None:
-                d.qr.get(old, set()).discard(pid)
-            d.conflicts.pop(pid, None)
-            d.live.discard(pid)
-            entries = self.doc.records.get(rkey)
-            if not entries:
-                continue
-            if len(entries) == 1:
-                # One write so far (the common case after an import): no
-                # candidates compete, so nothing can be conflicted.
-                (only,) = entries.values()
-                deleted = only.fields.get(R.DELETED) is True
-                qr = only.fields.get("qr_token")
-                found = []
-            else:
-                deleted = self.is_deleted(pid)
-                qr = self.doc.field_value(PARTICIPANT, pid, "qr_token")[0]
-                found = self._record_conflicts(pid)
-            if not deleted:
-                d.live.add(pid)
-            if isinstance(qr, str) and qr:
-                d.qr_of[pid] = qr
-                d.qr.setdefault(qr, set()).add(pid)
-            if found:
-                d.conflicts[pid] = found
-
-    def _record_conflicts(self, pid: str) -> list[Conflict]:
-        out = []
-        fields = self.doc.record_fields(PARTICIPANT, pid)
-        for name, live in fields.items():
-            if name == R.DELETED or self.doc.policy(PARTICIPANT, pid, name) is not Policy.CRITICAL:
-                continue
-            if R.merge(Policy.CRITICAL, live, name)[1]:
-                out.append(self._make_conflict(ConflictKind.CONCURRENT_EDIT, pid, name, live, name))
-        tombstones = [e for e in fields.get(R.DELETED, []) if e.fields[R.DELETED] is True]
-        if tombstones and self.is_deleted(pid):
-            seen = {d for t in tombstones for d in (t.aux or {}).get("seen", [])}
-            entries = self.doc.records.get(record_key(PARTICIPANT, pid), {}).values()
-            mods = [e for e in entries if R.DELETED not in e.fields and e.dot not in seen]
-            if mods:
-                out.append(
-                    self._make_conflict(
-                        ConflictKind.MODIFIED_DELETED, pid, R.DELETED, tombstones + mods, None
-                    )
-                )
-        return out
-
-    def _make_conflict(
-        self,
-        kind: ConflictKind,
-        pid: str,
-        name: str,
-        entries: list[R.RegEntry],
-        value_field: str | None,
-    ) -> Conflict:
-        cands = tuple(
-            Candidate(
-                e.dot,
-                e.device,
-                e.fields[value_field] if value_field else dict(e.fields),
-                e.hlc,
-                e.role,
-            )
-            for e in sorted(entries, key=lambda e: e.order)
-        )
-        cid = R.conflict_id(self.id, kind.value, pid, name, (e.dot for e in entries))
-        return Conflict(cid, kind, pid, name, cands)
-
     def counts(self) -> dict[str, int]:
-        self._refresh()
+        self._derived.refresh()
         checked_in = checked_out = 0
         for ids in self.doc.scans_by_participant.values():
             kinds = {self.doc.scans[i].kind for i in ids}
@@ -551,17 +419,3 @@ def _chunks(
         size += row
     if chunk:
         yield chunk
-
-
-def _scan_order(scan: Scan) -> tuple[int, int, str, str]:
-    return (scan.ts_ms, scan.hlc, scan.device, scan.id)
-
-
-def _pick(policy: Policy, scans: list[Scan]) -> Scan | None:
-    if not scans:
-        return None
-    if policy is Policy.EARLIEST:
-        return scans[0]
-    if policy is Policy.LATEST:
-        return scans[-1]
-    return max(scans, key=lambda s: (s.hlc, s.device, s.id))  # lww

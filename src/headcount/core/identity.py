@@ -2,7 +2,9 @@
 
 The device id is derived from the public key (the first 10 bytes of its
 SHA-256, in hex), as Syncthing does, so it cannot be claimed without the key.
-The private key lives in the data directory with owner-only permissions.
+:func:`check_device_id` is the one check of a device id handed to us (by a
+peer, a user or a file). The private key lives in the data directory with
+owner-only permissions.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Final, TypeGuard
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -25,7 +29,9 @@ from .errors import InputError, StoreError
 KEY_FILE = "device.key"
 IDENTITY_FILE = "device.json"
 DATA_DIR_ENV = "HEADCOUNT_DATA_DIR"
-DEVICE_ID_BYTES = 10
+DEVICE_ID_BYTES: Final = 10
+DEVICE_ID_LENGTH: Final = 2 * DEVICE_ID_BYTES  # hex characters
+DEVICE_ID_PATTERN: Final = re.compile(f"[0-9a-f]{{{DEVICE_ID_LENGTH}}}")
 
 
 class Role(StrEnum):
@@ -44,6 +50,26 @@ def device_id_for(public_key: Ed25519PublicKey) -> str:
     """The device id of ``public_key``: 20 lower-case hex characters."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).digest()[:DEVICE_ID_BYTES].hex()
+
+
+def is_device_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` has the form of a device id: :data:`DEVICE_ID_LENGTH`
+    lower-case hex characters (it says nothing of who holds the key)."""
+    return isinstance(value, str) and DEVICE_ID_PATTERN.fullmatch(value) is not None
+
+
+def check_device_id(value: object) -> str:
+    """``value``, checked to have the form of a device id (see :func:`is_device_id`).
+
+    Raises:
+        InputError: code ``invalid_device_id``.
+    """
+    if not is_device_id(value):
+        raise InputError(
+            f"{value!r:.80} is not a device id ({DEVICE_ID_LENGTH} lower-case hex characters)",
+            code="invalid_device_id",
+        )
+    return value
 
 
 def default_data_dir() -> Path:

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from headcount.core.errors import InputError, NotFoundError, StoreError
-from headcount.core.event import check_id
 from headcount.core.identity import Role, device_id_for
+from headcount.core.ids import check_id
 
 from .device import (
     CA_FILE,
