@@ -65,7 +65,8 @@ class Head:
 
 
 def head_message(event: str, device: str, seq: int, digest: bytes) -> bytes:
-    return _HEAD_DOMAIN + msgpack.packb([event, device, seq, digest])
+    packed: bytes = msgpack.packb([event, device, seq, digest])
+    return _HEAD_DOMAIN + packed
 
 
 def with_digest(entry: LogEntry) -> LogEntry:
@@ -260,7 +261,11 @@ def verify_batch(
             continue
         pending = out.staged.get(device, [])
 
-        def have(seq: int, device: str = device, pending: list = pending) -> bytes | None:
+        def have(
+            seq: int,
+            device: str = device,
+            pending: list[tuple[LogEntry, bytes]] = pending,
+        ) -> bytes | None:
             if pending and pending[0][0].seq <= seq <= pending[-1][0].seq:
                 return pending[seq - pending[0][0].seq][1]
             return known(device, seq)

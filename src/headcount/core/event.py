@@ -7,6 +7,7 @@ caller makes them durable.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -114,11 +115,10 @@ class Event:
             changed = self._changed_fields(pid, fields)
             if changed or record_key(PARTICIPANT, pid) not in self.doc.records:
                 changes.append((pid, changed))  # an id alone still creates the participant
-        entries = []
-        for chunk in _chunks(changes):
-            entries.append(
-                self.doc.transact(wall_ms, lambda d, h, c=chunk: self._write_rows(c, d, h))
-            )
+        entries = [
+            self.doc.transact(wall_ms, functools.partial(self._write_rows, chunk))
+            for chunk in _chunks(changes)
+        ]
         return entries, len(changes)
 
     def _validate_row(self, n: int, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

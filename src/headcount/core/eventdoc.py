@@ -32,7 +32,7 @@ from .chain import ZERO_HASH, with_digest
 from .errors import RemoteProtocolError
 from .hlc import HybridClock
 from .model import LogEntry, Method, Scan, ScanKind
-from .schema import Schema, default_schema
+from .schema import Policy, Schema, default_schema
 
 PARTICIPANT = "p"
 CONFIG = "c"
@@ -110,10 +110,10 @@ class EventDoc:
         self.last_hash = last_hash  # hash of this device's latest entry: the next one's prev
         self.role_of = role_of  # the certified role of a device (None: not enforced)
         self.refused = 0  # entries written by a role that may not write them
-        self.doc = Doc()  # a fresh random Y client id on every start (design.md)
-        self.regs: Array = self.doc.get("r", type=Array)
-        self.scans_array: Array = self.doc.get("s", type=Array)
-        self.history_array: Array = self.doc.get("h", type=Array)
+        self.doc: Doc[Array[str]] = Doc()  # a fresh random Y client id on every start (design.md)
+        self.regs: Array[str] = self.doc.get("r", type=Array)
+        self.scans_array: Array[str] = self.doc.get("s", type=Array)
+        self.history_array: Array[str] = self.doc.get("h", type=Array)
         self.records: dict[str, dict[str, R.RegEntry]] = {}
         self.scans: dict[str, Scan] = {}
         self.scans_by_participant: dict[str, list[str]] = {}
@@ -124,7 +124,7 @@ class EventDoc:
         self._schema: Schema | None = None
         self._stale = False
         self._observing = False
-        self._subs: list[tuple[Array, Any]] | None = None  # registered observers
+        self._subs: list[tuple[Array[str], Any]] | None = None  # registered observers
         self.keep_observers = False
         self.broken = False  # a local transaction failed half-way: reload from disk
         self._txn: Any = None  # the open Rust transaction inside transact()
@@ -218,7 +218,7 @@ class EventDoc:
 
     def _observer(self, put: Callable[[Any], None]) -> Callable[[ArrayEvent], None]:
         def on_change(event: ArrayEvent) -> None:
-            for op in event.delta:
+            for op in event.delta:  # type: ignore[attr-defined]  # in __slots__, not annotated
                 if "insert" in op:
                     for raw in op["insert"]:
                         put(raw)
@@ -342,7 +342,7 @@ class EventDoc:
         fields: dict[str, Any],
         dot: str,
         hlc: int,
-        policies: dict[str, R.Policy],
+        policies: dict[str, Policy],
         aux: Any = None,
     ) -> None:
         """Inside a transaction: write ``fields`` of a record as one entry,
@@ -363,7 +363,7 @@ class EventDoc:
         self._append(self.regs, raw)
         self._put_register(raw)
 
-    def _append(self, array: Array, raw: str) -> None:
+    def _append(self, array: Array[str], raw: str) -> None:
         # Array.append goes through slice assignment: three nested
         # transactions and two length queries. Inserting at the end inside
         # the open transaction is twice as fast (pycrdt is pinned < 0.15).
@@ -395,12 +395,12 @@ class EventDoc:
                 self._schema = base
         return self._schema
 
-    def policy(self, kind: str, record: str, field: str) -> R.Policy:
+    def policy(self, kind: str, record: str, field: str) -> Policy:
         if kind == CONFIG:
-            return R.Policy.AUTHORITY if record == SCHEMA_KEY else self.schema.config_policy(record)
+            return Policy.AUTHORITY if record == SCHEMA_KEY else self.schema.config_policy(record)
         if field == R.DELETED:
-            return R.Policy.LWW
-        return self.schema.participant.get(field, R.Policy.LWW)
+            return Policy.LWW
+        return self.schema.participant.get(field, Policy.LWW)
 
     def field_candidates(self, kind: str, record: str, field: str) -> list[R.RegEntry]:
         return R.candidates(self.records.get(record_key(kind, record), {}).values(), field)

@@ -96,6 +96,8 @@ class Schema:
 
 def _check_entry(section: str, name: str, raw: object) -> Policy:
     try:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
         policy = Policy(raw)
     except ValueError:
         choices = ", ".join(p.value for p in Policy)
