@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from headcount import Replica, Role
 from headcount.relay import ApiLimits, AuditLog, TokenAuthority, create_app
+from headcount.relay.http.common import STATE
 from tests.conftest import T0, FakeClock
 
 SECRET = b"s" * 32
@@ -342,6 +343,42 @@ def test_rate_limit(make_replica: Callable[..., Replica], clock: FakeClock) -> N
 
     h.run(body)
     assert [r.outcome for r in h.audit.query(user="p1")] == ["ok"] * 3 + ["rate_limited", "ok"]
+
+
+def test_rate_limit_forgets_idle_users(
+    make_replica: Callable[..., Replica], clock: FakeClock
+) -> None:
+    """The sync handler's own requests forget the users idle for a window
+    (no timer, no other caller): the limiter stays bounded by the users of
+    the last window, and a user within it keeps their count."""
+    replica = make_replica("limited", role=Role.ADMIN)
+    replica.create_event(EVENT)
+    h = Harness(replica, clock, ApiLimits(rate_requests=3, rate_window_s=300))
+    rate = h.app[STATE].rate
+
+    async def body(client: TestClient) -> None:
+        for user in ("p2", "idle-1", "idle-2"):
+            st, _, _ = await post(client, h.token(user), {"records": []})
+            assert st == 200
+        h.clock.advance(100_000)
+        for _ in range(3):
+            st, _, _ = await post(client, h.token("p1"), {"records": []})
+            assert st == 200
+        assert len(rate) == 4
+        h.clock.advance(200_000)  # the first three users: idle for a whole window
+        st, headers, data = await post(client, h.token("p1"), {"records": []})
+        assert_error(st, data, 429, "rate_limited")
+        assert headers["Retry-After"] == "100"  # p1 kept all three requests
+        assert len(rate) == 1 and "p1" in rate and "p2" not in rate
+        h.clock.advance(100_000)  # now p1 is idle too
+        st, _, _ = await post(client, h.token("p2"), {"records": []})
+        assert st == 200
+        assert len(rate) == 1 and "p2" in rate and "p1" not in rate
+        for _ in range(3):  # a forgotten user starts afresh
+            st, _, _ = await post(client, h.token("p1"), {"records": []})
+            assert st == 200
+
+    h.run(body)
 
 
 def test_unknown_route_and_bad_request_id_are_json(h: Harness) -> None:

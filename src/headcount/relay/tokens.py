@@ -25,7 +25,7 @@ from typing import Any
 import jwt
 
 from headcount.core.errors import HeadcountError, InputError
-from headcount.core.event import check_id
+from headcount.core.ids import check_id
 
 DEFAULT_ALGORITHM = "HS256"
 ISSUER = "headcount"
@@ -154,9 +154,11 @@ def _claims(payload: dict[str, Any], now_s: int) -> Claims:
 
 def _role(value: object) -> UserRole:
     try:
-        return UserRole(value)
+        if isinstance(value, str):
+            return UserRole(value)
     except ValueError:
-        raise InputError(f"role must be user or admin, not {value!r}") from None
+        pass
+    raise InputError(f"role must be user or admin, not {value!r}")
 
 
 def _events_claim(events: Iterable[str] | str) -> list[str] | str:

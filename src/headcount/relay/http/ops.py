@@ -36,7 +36,8 @@ from prometheus_client import (
 
 from headcount.replica.replica import Replica
 
-from .app import REQUEST_ID_HEADER, USER_KEY
+from .common import USER_KEY
+from .envelope import REQUEST_ID_HEADER
 
 access_log = logging.getLogger("headcount.relay.access")
 

@@ -49,31 +49,17 @@ from datetime import datetime
 from typing import Any
 
 from headcount.core.errors import HeadcountError, InputError, NotFoundError
-from headcount.core.event import check_id, parse_scan_id
 from headcount.core.hlc import pack
+from headcount.core.ids import check_id, parse_scan_id
 from headcount.relay.tokens import Claims, UserRole
 from headcount.replica.replica import Replica
+
+from .errors import ApiError
 
 GATE = "cloud-api"
 METHOD = "manual"
 MAX_DEVICE_LEN = 64
 STRATEGIES = frozenset({"server_wins", "client_wins", "manual"})
-
-
-class ApiError(Exception):
-    """A request-level failure: answered with ``status`` and a JSON error body.
-
-    Raising it promises that nothing of the request was written.
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True, slots=True)
