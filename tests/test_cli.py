@@ -15,12 +15,13 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from headcount import Replica, Role
+from headcount import Replica, Role, __version__
 from headcount.cli.main import main
 
 from .helpers import sync
@@ -953,7 +954,7 @@ def test_usage_without_a_command(capsys: pytest.CaptureFixture[str], tmp_path: P
         assert "usage:" in res.err
     assert cli.raw("frobnicate").code == 2
     res = cli.raw("--version")
-    assert (res.code, res.out.strip()) == (0, "headcount 0.1.0")
+    assert (res.code, res.out.strip()) == (0, f"headcount {__version__}")
 
 
 def _console_script() -> str:
@@ -987,4 +988,5 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     assert res.returncode == 2, res
     assert "the following arguments are required" in res.stderr
     res = run("--version")
-    assert (res.returncode, res.stdout.strip()) == (0, "headcount 0.1.0")
+    # the installed distribution's version is read from the package (one copy)
+    assert (res.returncode, res.stdout.strip()) == (0, f"headcount {version('headcount')}")

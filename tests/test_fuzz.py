@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from headcount.protocol.memlog import MemLog
 from headcount.protocol.session import Applied, Close, Session, State
-from headcount.protocol.wire import Hello, Segments, encode
+from headcount.protocol.wire import MESSAGE_TYPES, Hello, Segments, encode
 
 from .protocol_helpers import make_devices
 
@@ -196,7 +196,7 @@ _trees = st.recursive(
 
 @PROPERTY
 @given(
-    kind=st.integers(0, 9) | _leaves,
+    kind=st.integers(0, max(MESSAGE_TYPES) + 1) | _leaves,  # every type, and unknown ones
     fields=st.lists(_trees, max_size=6),
     version=st.sampled_from([1, 1, 1, 0, 2, True]),
 )

@@ -29,7 +29,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from headcount.cli.main import main
 from headcount.core.errors import InputError, NotFoundError, RemoteProtocolError, StoreError
-from headcount.core.identity import Identity, Role, create_identity, device_id_for, load_identity
+from headcount.core.identity import (
+    Identity,
+    Role,
+    check_device_id,
+    create_identity,
+    device_id_for,
+    is_device_id,
+    load_identity,
+)
+from headcount.net.advert import MalformedAdvert, decode_properties
 from headcount.pki.org import (
     CA_FILE,
     CERT_FILE,
@@ -45,6 +54,7 @@ from headcount.pki.org import (
     ssl_context,
     verify_peer_certificate,
 )
+from headcount.protocol.wire import WIRE_VERSION
 
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -341,6 +351,32 @@ def test_revoke_rejects_bad_ids() -> None:
         revoke(RevocationList(), "NOT-AN-ID", at_ms=1, by="x")
     with pytest.raises(InputError):
         revoke(RevocationList(), "a" * 20, at_ms=1, by="x" * 300)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "a" * 19, "a" * 21, "A" * 20, "g" * 20, "a" * 19 + "\n", " " + "a" * 19, None, b"a" * 20],
+    ids=repr,
+)
+def test_one_device_id_check(bad: object) -> None:
+    """identity's check is the one the revocation list and mDNS adverts apply."""
+    assert not is_device_id(bad)
+    with pytest.raises(InputError, match="not a device id") as exc:
+        check_device_id(bad)
+    assert code_of(exc) == "invalid_device_id"
+    with pytest.raises(InputError, match="not a device id"):
+        revoke(RevocationList(), bad, at_ms=1, by="x")  # type: ignore[arg-type]
+    if isinstance(bad, str):
+        props = {b"device": bad.encode(), b"proto": str(WIRE_VERSION).encode(), b"role": b"gate"}
+        with pytest.raises(MalformedAdvert, match="bad device id"):
+            decode_properties(props)
+
+
+def test_a_derived_device_id_passes_the_check(gate: Identity) -> None:
+    device_id = device_id_for(gate.public_key)
+    assert is_device_id(device_id) and check_device_id(device_id) == device_id
+    props = {b"device": device_id.encode(), b"proto": str(WIRE_VERSION).encode(), b"role": b"gate"}
+    assert decode_properties(props)[0] == device_id
 
 
 # -- enrolment input -------------------------------------------------------------------------

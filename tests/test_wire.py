@@ -1,4 +1,4 @@
-"""The wire format: round trips, a golden frame, and the decoder's refusals.
+"""The wire format: round trips, the type table, golden frames, and the decoder's refusals.
 
 Every refusal must be a :class:`RemoteProtocolError` with a stable ``code``:
 a driver keys its metrics and its peer bans on it, and the session sends it
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import struct
+from typing import get_args
 
 import msgpack
 import pytest
@@ -21,17 +22,25 @@ from headcount.core.model import LogEntry
 from headcount.protocol.session import Close, Send, Session, State
 from headcount.protocol.wire import (
     DEFAULT_MAX_FRAME,
+    MAX_ACK_COUNT,
+    MESSAGE_TYPES,
+    TYPE_NUMBERS,
     WIRE_VERSION,
     Ack,
+    Directory,
     FrameDecoder,
     Goodbye,
     Hello,
+    Message,
     Ping,
     Pong,
     Segments,
+    SnapshotPart,
     Summary,
     encode,
+    peek_message_type,
 )
+from headcount.sim.fastwire import frame_type, type_label
 
 from .protocol_helpers import make_devices
 
@@ -72,6 +81,8 @@ names = st.text(_printable, min_size=1, max_size=128)
 u64 = st.integers(0, 2**64 - 1)
 seqs = st.integers(1, 2**64 - 1)
 vvs = st.dictionaries(names, seqs, max_size=8)
+hashes = st.binary(min_size=32, max_size=32)
+sigs = st.binary(min_size=64, max_size=64)
 
 
 @st.composite
@@ -79,19 +90,13 @@ def segments(draw, event: str):
     device = draw(names)
     n = draw(st.integers(1, 5))
     head_seq = draw(st.integers(n, 2**64 - 1))
-    prev = draw(st.binary(min_size=32, max_size=32))
+    prev = draw(hashes)
     entries = []
     for i in range(n):
         entry = LogEntry(event, device, head_seq - n + 1 + i, draw(u64), draw(st.binary()), prev)
         entries.append(entry)
         prev = entry_hash(entry)
-    head = Head(
-        event,
-        device,
-        head_seq,
-        draw(st.binary(min_size=32, max_size=32)),
-        draw(st.binary(min_size=64, max_size=64)),
-    )
+    head = Head(event, device, head_seq, draw(hashes), draw(sigs))
     return Segment(tuple(entries), head)
 
 
@@ -101,26 +106,96 @@ def segments_messages(draw):
     return Segments(event, tuple(draw(st.lists(segments(event), max_size=4))))
 
 
-messages = st.one_of(
-    st.builds(Hello, names, st.lists(names, max_size=6).map(tuple)),
-    st.builds(Summary, names, vvs, st.booleans()),
-    segments_messages(),
-    st.builds(Ack, names, vvs),
-    st.builds(Ping, u64),
-    st.builds(Pong, u64),
-    st.builds(Goodbye, st.text(_printable, min_size=1, max_size=64), st.text(max_size=1024)),
-)
+@st.composite
+def snapshot_parts(draw):
+    event = draw(names)
+    data = draw(st.binary(max_size=64))
+    total = draw(st.integers(len(data), 2**64 - 1))
+    offset = draw(st.integers(0, total - len(data)))
+    heads = st.builds(Head, st.just(event), names, u64, hashes, sigs)
+    return SnapshotPart(event, offset, total, data, tuple(draw(st.lists(heads, max_size=3))))
+
+
+# One strategy per message class: a class missing here fails
+# test_the_strategies_cover_the_type_table.
+STRATEGIES: dict[type, st.SearchStrategy] = {
+    Hello: st.builds(Hello, names, st.lists(names, max_size=6).map(tuple)),
+    Summary: st.builds(Summary, names, vvs, st.booleans()),
+    Segments: segments_messages(),
+    Ack: st.builds(Ack, names, vvs, st.integers(1, MAX_ACK_COUNT)),
+    Ping: st.builds(Ping, u64),
+    Pong: st.builds(Pong, u64),
+    Goodbye: st.builds(
+        Goodbye, st.text(_printable, min_size=1, max_size=64), st.text(max_size=1024)
+    ),
+    SnapshotPart: snapshot_parts(),
+    Directory: st.builds(Directory, st.lists(st.binary(max_size=200), max_size=4).map(tuple)),
+}
+messages = st.one_of(*STRATEGIES.values())
+EVERY_TYPE = pytest.mark.parametrize("cls", list(MESSAGE_TYPES.values()), ids=lambda c: c.__name__)
+
+
+# -- the type table -----------------------------------------------------------------
+
+
+def test_the_strategies_cover_the_type_table():
+    assert set(STRATEGIES) == set(MESSAGE_TYPES.values())
+
+
+def test_the_type_table_lists_every_message_class_once():
+    assert set(MESSAGE_TYPES.values()) == set(get_args(Message))
+    assert len(set(MESSAGE_TYPES.values())) == len(MESSAGE_TYPES)
+    assert dict(TYPE_NUMBERS) == {cls: n for n, cls in MESSAGE_TYPES.items()}
+    # One byte each on the wire (a positive fixint): peek_message_type reads that byte.
+    assert all(1 <= n < 128 for n in MESSAGE_TYPES)
 
 
 # -- round trips -----------------------------------------------------------------
 
 
+@EVERY_TYPE
 @PROPERTY
-@given(message=messages)
-def test_every_message_type_round_trips(message):
-    data = encode(message)
-    assert decode_one(data) == message
-    assert encode(decode_one(data)) == data  # re-encoding is byte-identical
+@given(data=st.data())
+def test_every_message_type_round_trips(cls, data):
+    message = data.draw(STRATEGIES[cls], label=cls.__name__)
+    assert type(message) is cls
+    encoded = encode(message)
+    assert decode_one(encoded) == message
+    assert encode(decode_one(encoded)) == encoded  # re-encoding is byte-identical
+
+
+@EVERY_TYPE
+@PROPERTY
+@given(data=st.data())
+def test_the_simulator_labels_frames_by_the_type_table(cls, data):
+    encoded = encode(data.draw(STRATEGIES[cls], label=cls.__name__))
+    assert peek_message_type(encoded) is cls
+    assert msgpack.unpackb(encoded[4:])[1] == TYPE_NUMBERS[cls]
+    assert frame_type(encoded) == type_label(cls)
+
+
+def test_the_simulator_labels_are_distinct_and_known():
+    labels = [type_label(cls) for cls in MESSAGE_TYPES.values()]
+    assert len(set(labels)) == len(labels) and "unknown" not in labels
+    assert type_label(SnapshotPart) == "snapshot_part"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        encode(Ping(1))[:6],  # cut before the type
+        frame([1, 99, 7]),  # an unknown type
+        frame([1, 0, 7]),
+        frame([2, 5, 7]),  # another version
+        frame({"v": 1}),  # not an array
+        frame([1, 5, *range(20)]),  # no fixarray: encode never makes one
+    ],
+    ids=repr,
+)
+def test_the_simulator_labels_other_frames_unknown(data):
+    assert peek_message_type(data) is None
+    assert frame_type(data) == "unknown"
 
 
 @PROPERTY
@@ -147,9 +222,11 @@ def test_each_message_type_has_a_distinct_type_number():
         Ping(0),
         Pong(0),
         Goodbye("bye", ""),
+        SnapshotPart("e", 0, 0, b"", ()),
+        Directory(()),
     ]
     numbers = [msgpack.unpackb(encode(m)[4:])[1] for m in kinds]
-    assert numbers == [1, 2, 3, 4, 5, 6, 7]
+    assert numbers == [1, 2, 3, 4, 5, 6, 7, 8, 9]  # pinned: deployed peers rely on them
     assert {msgpack.unpackb(encode(m)[4:])[0] for m in kinds} == {WIRE_VERSION}
 
 
@@ -219,6 +296,27 @@ def test_golden_segments_frame():
     ],
 )
 def test_golden_small_frames(message, golden):
+    assert encode(message).hex() == golden
+    assert decode_one(bytes.fromhex(golden)) == message
+
+
+@pytest.mark.parametrize(
+    ("message", "golden"),
+    [
+        (Ack("ev", {"dev-a": 2}, 3), "0000000f950104a2657681a56465762d610203"),  # count last
+        (Directory((b"c1", b"")), "0000000a93010992c4026331c400"),
+        (
+            SnapshotPart("ev", 2, 5, b"abc", (Head("ev", "dev-a", 2, H32, S64),)),
+            "0000007a"
+            "970108a26576"  # [version, 8, event,
+            "0205c403616263"  # offset 2, total 5, data b"abc",
+            "9194a56465762d6102"  # [[device, seq 2,
+            "c420" + H32.hex() + "c440" + S64.hex(),  # hash, sig]]]
+        ),
+    ],
+    ids=["ack-count", "directory", "snapshot-part"],
+)
+def test_golden_frames_of_later_types(message, golden):
     assert encode(message).hex() == golden
     assert decode_one(bytes.fromhex(golden)) == message
 
@@ -344,6 +442,8 @@ TEMPLATES = {
     "ping": [1, 5, 7],
     "pong": [1, 6, 7],
     "goodbye": [1, 7, "bye", "see you"],
+    "snapshot": [1, 8, "ev", 0, 4, b"data", [["dev", 2, H32, S64]]],
+    "directory": [1, 9, [b"cert", b""]],
 }
 
 
@@ -385,6 +485,18 @@ FIELDS = [
     ("pong", (2,), BAD_INTS),
     ("goodbye", (2,), [*BAD_STRS, "c" * 65]),
     ("goodbye", (3,), ["m" * 1025, None, b"msg", 5]),
+    ("snapshot", (2,), BAD_STRS),
+    ("snapshot", (3,), [*BAD_INTS, 1]),  # offset 1 + 4 bytes > total 4
+    ("snapshot", (4,), [*BAD_INTS, 3]),
+    ("snapshot", (5,), ["data", None, 5, [b"data"]]),
+    ("snapshot", (6,), [None, "heads", {"a": 1}, [None]]),
+    ("snapshot", (6, 0), ["head", ["dev", 2, H32], ["dev", 2, H32, S64, 1]]),
+    ("snapshot", (6, 0, 0), BAD_STRS),
+    ("snapshot", (6, 0, 1), BAD_INTS),
+    ("snapshot", (6, 0, 2), BAD_HASHES),
+    ("snapshot", (6, 0, 3), BAD_SIGS),
+    ("directory", (2,), [None, b"cert", "certs", {"a": 1}]),
+    ("directory", (2, 0), [None, "cert", 5, [b"cert"]]),
 ]
 FIELD_CASES = [
     pytest.param(name, path, bad, id=f"{name}{list(path)}={bad!r:.40}")
@@ -412,6 +524,16 @@ def test_wrong_field_counts_are_malformed(name):
     items = TEMPLATES[name]
     assert refusal(frame(items[:-1])).code == "malformed"
     assert refusal(frame([*items, 0])).code == "malformed"
+
+
+@pytest.mark.parametrize("count", [*BAD_INTS, 0, MAX_ACK_COUNT + 1], ids=repr)
+def test_a_bad_ack_count_is_malformed(count):
+    assert refusal(frame([*TEMPLATES["ack"], count])).code == "malformed"
+
+
+def test_ack_counts_at_the_bounds():
+    assert decode_one(frame([*TEMPLATES["ack"], MAX_ACK_COUNT])).count == MAX_ACK_COUNT
+    assert decode_one(frame([*TEMPLATES["ack"], 1])) == decode_one(frame(TEMPLATES["ack"]))
 
 
 def test_summary_vv_with_a_bytes_key_is_malformed():

@@ -7,7 +7,7 @@ rules of :mod:`headcount.net.discovery`.
 TXT properties (RFC 6763 key=value strings):
 
 ========  ============================================================
-device    the device id (20 lower-case hex characters)
+device    the device id (:func:`headcount.core.identity.is_device_id`)
 events    the event ids it holds, comma-separated, at most
           :data:`MAX_EVENTS_TXT` bytes (a hint only: sync decides)
 more      ``1`` when the events list was cut to fit
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from headcount.core.errors import InputError
-from headcount.core.identity import DEVICE_ID_BYTES
+from headcount.core.identity import is_device_id
 from headcount.protocol.wire import WIRE_VERSION
 
 SERVICE_TYPE = "_headcount._tcp.local."
@@ -38,7 +38,6 @@ TXT_MORE = "more"  # "1": the events list was cut to fit
 TXT_PROTO = "proto"
 TXT_ROLE = "role"
 
-_DEVICE_ID = re.compile(f"[0-9a-f]{{{2 * DEVICE_ID_BYTES}}}")
 _ROLE = re.compile(r"[a-z]{1,16}")
 
 
@@ -178,7 +177,7 @@ def decode_properties(
     if proto != str(WIRE_VERSION):
         raise MalformedAdvert(f"protocol version {proto!r}, we speak {WIRE_VERSION}")
     device_id, role = text.get(TXT_DEVICE, ""), text.get(TXT_ROLE, "")
-    if not _DEVICE_ID.fullmatch(device_id):
+    if not is_device_id(device_id):
         raise MalformedAdvert(f"bad device id {device_id[:64]!r}")
     if not _ROLE.fullmatch(role):
         raise MalformedAdvert(f"bad role {role[:64]!r}")

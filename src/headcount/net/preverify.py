@@ -25,9 +25,9 @@ from typing import Any
 import msgpack
 
 from headcount.core.chain import ed25519_verify, head_message
-from headcount.protocol.wire import WIRE_VERSION
+from headcount.protocol.wire import TYPE_NUMBERS, WIRE_VERSION, Segments
 
-_SEGMENTS = 3  # the wire's type number of a Segments message
+_SEGMENTS = TYPE_NUMBERS[Segments]
 _MAX_REMEMBERED = 50_000
 
 Triple = tuple[bytes, bytes, bytes]  # public key, signed message, signature

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headcount.core.errors import InputError
+from headcount.core.identity import check_device_id
 
 FORMAT = "headcount-revocations/1"
-_DEVICE_ID = re.compile(r"[0-9a-f]{20}")
 _MAX_TEXT = 256
 
 
@@ -171,12 +171,3 @@ def revoke(
         Revocation(check_device_id(device_id), serial, at_ms, by, reason).to_dict()
     )
     return revocations.merge(RevocationList(revocations.org, (entry,)))
-
-
-def check_device_id(value: object) -> str:
-    """Raises: InputError: not 20 lower-case hex characters."""
-    if not isinstance(value, str) or not _DEVICE_ID.fullmatch(value):
-        raise InputError(
-            f"{value!r} is not a device id (20 lower-case hex characters)", code="invalid_device_id"
-        )
-    return value

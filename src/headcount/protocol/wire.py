@@ -1,11 +1,12 @@
 """The wire format: versioned msgpack messages in length-prefixed frames.
 
 A frame is a 4-byte big-endian length followed by that many bytes of
-msgpack: ``[WIRE_VERSION, type, ...fields]``. Every message is a frozen
-dataclass. :class:`FrameDecoder` turns received bytes into messages and
-raises :class:`RemoteProtocolError` for anything malformed: oversize
-lengths are refused before their bytes are buffered, msgpack limits bound
-every container, and every field's type is checked.
+msgpack: ``[WIRE_VERSION, type, ...fields]``, ``type`` being the message's
+number in :data:`MESSAGE_TYPES`. Every message is a frozen dataclass.
+:class:`FrameDecoder` turns received bytes into messages and raises
+:class:`RemoteProtocolError` for anything malformed: oversize lengths are
+refused before their bytes are buffered, msgpack limits bound every
+container, and every field's type is checked.
 
 A segment travels as ``[device, head_seq, head_hash, signature, first_prev,
 [[hlc, update], ...]]``: the event is the message's, sequence numbers follow
@@ -16,9 +17,10 @@ receiver recomputes the hashes anyway).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final, assert_never
 
 import msgpack
 
@@ -31,6 +33,9 @@ DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB
 MAX_ENTRIES_PER_MESSAGE = 50_000  # checked before any entry is hashed
 MAX_ACK_COUNT = 1 << 16  # messages one acknowledgement may cover
 _LEN = struct.Struct(">I")
+# A frame's type number is its 7th byte: the length, the fixarray header and
+# the version (a positive fixint) come first.
+_TYPE_AT = _LEN.size + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +114,27 @@ class Directory:
 
 
 Message = Hello | Summary | Segments | Ack | Ping | Pong | Goodbye | SnapshotPart | Directory
-_TYPES: dict[type, int] = {
-    Hello: 1,
-    Summary: 2,
-    Segments: 3,
-    Ack: 4,
-    Ping: 5,
-    Pong: 6,
-    Goodbye: 7,
-    SnapshotPart: 8,
-    Directory: 9,
-}
+
+# The one table of message type numbers. A number is part of the wire format:
+# never reuse or renumber one. Numbers stay below 128 so that each encodes as
+# a single byte (a msgpack positive fixint), which :func:`peek_message_type`
+# relies on.
+MESSAGE_TYPES: Final[Mapping[int, type[Message]]] = MappingProxyType(
+    {
+        1: Hello,
+        2: Summary,
+        3: Segments,
+        4: Ack,
+        5: Ping,
+        6: Pong,
+        7: Goodbye,
+        8: SnapshotPart,
+        9: Directory,
+    }
+)
+TYPE_NUMBERS: Final[Mapping[type[Message], int]] = MappingProxyType(
+    {cls: number for number, cls in MESSAGE_TYPES.items()}
+)
 
 
 # -- encoding -------------------------------------------------------------------
@@ -131,7 +146,7 @@ def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     Raises:
         LocalProtocolError: the frame would exceed ``max_frame``.
     """
-    body = msgpack.packb([WIRE_VERSION, _TYPES[type(message)], *_fields(message)])
+    body: bytes = msgpack.packb([WIRE_VERSION, TYPE_NUMBERS[type(message)], *_fields(message)])
     if len(body) > max_frame:
         raise LocalProtocolError(f"message of {len(body)} bytes exceeds the frame limit")
     return _LEN.pack(len(body)) + body
@@ -158,7 +173,9 @@ def _fields(m: Message) -> list[Any]:
     if isinstance(m, SnapshotPart):
         heads = [[h.device, h.seq, h.hash, h.sig] for h in m.heads]
         return [m.event, m.offset, m.total, m.data, heads]
-    return [m.code, m.message]
+    if isinstance(m, Goodbye):
+        return [m.code, m.message]
+    assert_never(m)
 
 
 def _segment(seg: Segment) -> list[Any]:
@@ -241,14 +258,31 @@ def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
     version, kind, *fields = raw
     if type(version) is not int or version != WIRE_VERSION:
         raise RemoteProtocolError(f"unsupported wire version {version!r}", code="version")
+    # type() is not isinstance(): True and 5.0 equal type numbers but are not ones.
+    cls = MESSAGE_TYPES.get(kind) if type(kind) is int else None
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message type {kind!r:.40}", code="malformed")
     try:
-        if type(kind) is not int:
-            raise KeyError(kind)
-        return _BUILDERS[kind](fields)
-    except KeyError:
-        raise RemoteProtocolError(f"unknown message type {kind!r}", code="malformed") from None
+        return _DECODERS[cls](fields)
     except (TypeError, ValueError) as exc:
         raise _malformed(str(exc)) from None
+
+
+def peek_message_type(frame: bytes) -> type[Message] | None:
+    """The message class of one whole frame, read from its header alone.
+
+    For drivers that label frames they pass on (the simulator's metrics);
+    nothing is checked beyond the header, so a receiver must still decode.
+
+    Returns:
+        None if the frame does not start as :func:`encode` starts one (a
+        fixarray holding :data:`WIRE_VERSION`, then a known type number).
+    """
+    if len(frame) <= _TYPE_AT or frame[_LEN.size] & 0xF0 != 0x90:
+        return None
+    if frame[_LEN.size + 1] != WIRE_VERSION:
+        return None
+    return MESSAGE_TYPES.get(frame[_TYPE_AT])
 
 
 def _malformed(why: str) -> RemoteProtocolError:
@@ -381,14 +415,23 @@ def _directory(f: list[Any]) -> Directory:
     return Directory(tuple(_bytes(c) for c in certs if len(_bytes(c)) <= 16_384))
 
 
-_BUILDERS = {
-    1: _hello,
-    2: _summary,
-    3: _segments,
-    4: _ack,
-    5: lambda f: Ping(_int(_expect(f, 1)[0])),
-    6: lambda f: Pong(_int(_expect(f, 1)[0])),
-    7: _goodbye,
-    8: _snapshot_part,
-    9: _directory,
+def _ping(f: list[Any]) -> Ping:
+    return Ping(_int(_expect(f, 1)[0]))
+
+
+def _pong(f: list[Any]) -> Pong:
+    return Pong(_int(_expect(f, 1)[0]))
+
+
+# Keyed by class, not number: the numbers live in MESSAGE_TYPES alone.
+_DECODERS: Final[Mapping[type[Message], Callable[[list[Any]], Message]]] = {
+    Hello: _hello,
+    Summary: _summary,
+    Segments: _segments,
+    Ack: _ack,
+    Ping: _ping,
+    Pong: _pong,
+    Goodbye: _goodbye,
+    SnapshotPart: _snapshot_part,
+    Directory: _directory,
 }

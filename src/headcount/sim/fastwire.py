@@ -25,30 +25,27 @@ docs/simulator.md, "Fast wire").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from headcount.core.errors import RemoteProtocolError
 from headcount.protocol.session import Effect, Send, Session, State
-from headcount.protocol.wire import Message
+from headcount.protocol.wire import MESSAGE_TYPES, Message, peek_message_type
 
-# Byte 6 of a frame is the message type: 4 length bytes, a fixarray header,
-# the version (a positive fixint), then the type.
-TYPE_OFFSET = 6
-TYPE_NAMES = {
-    1: "hello",
-    2: "summary",
-    3: "segments",
-    4: "ack",
-    5: "ping",
-    6: "pong",
-    7: "goodbye",
-    8: "snapshot",
-}
+
+def type_label(cls: type[Message]) -> str:
+    """A message class's label in traces and metrics: its name in snake case
+    (``SnapshotPart`` -> ``snapshot_part``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+_LABELS = {cls: type_label(cls) for cls in MESSAGE_TYPES.values()}
 
 
 def frame_type(data: bytes) -> str:
-    """The message type of one whole frame, by name."""
-    return TYPE_NAMES.get(data[TYPE_OFFSET], "unknown") if len(data) > TYPE_OFFSET else "unknown"
+    """The label of one whole frame's message type, or ``"unknown"``."""
+    cls = peek_message_type(data)
+    return "unknown" if cls is None else _LABELS[cls]
 
 
 @dataclass(frozen=True, slots=True)

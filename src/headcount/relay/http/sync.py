@@ -58,6 +58,8 @@ from .errors import ApiError
 
 GATE = "cloud-api"
 METHOD = "manual"
+# The API client's deviceId (a phone's, seed 004), not a headcount device id
+# (those are checked by core.identity.check_device_id).
 MAX_DEVICE_LEN = 64
 STRATEGIES = frozenset({"server_wins", "client_wins", "manual"})
 
