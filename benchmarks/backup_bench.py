@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from headcount import Replica, Role, __version__
+from _common import OUT_DIR, Row, machine_info, print_header, print_table, write_json
+from headcount import Replica, Role
 from headcount.backup import Secret, create_backup, restore_backup, verify_backup
 
 EVENT = "bench"
 SCRIPT = Path(__file__).resolve()
-OUT_DIR = SCRIPT.parent / "out"
 TARGET_S = 10.0
 PASSPHRASE = "benchmark passphrase"
 FULL = {"participants": 50_000, "checkins": 100_000}
@@ -181,47 +181,32 @@ def baselines(root: Path, data: Path) -> dict[str, Any]:
     return out
 
 
-def table(info: dict[str, Any], runs: dict[str, Any], base: dict[str, Any]) -> str:
-    rows = [("metric", "value", "baseline", "ratio", "target", "result")]
+def rows_for(info: dict[str, Any], runs: dict[str, Any], base: dict[str, Any]) -> list[Row]:
+    rows = []
     for tag, run in runs.items():
         for op in ("create", "verify", "restore"):
-            value, ref = run[op]["seconds"], base[op]["seconds"]
-            verdict = "PASS" if value <= TARGET_S else "MISS"
+            value = run[op]["seconds"]
             rows.append(
-                (
+                Row(
                     f"full backup {op} ({tag})",
-                    f"{value:.2f} s",
-                    f"{ref:.2f} s",
-                    f"{value / ref:.2f}",
+                    value,
+                    base[op]["seconds"],
+                    "s",
                     f"<= {TARGET_S:.0f} s",
-                    verdict,
+                    value <= TARGET_S,
                 )
             )
     for tag, run in runs.items():
+        rows.append(Row(f"backup size ({tag})", run["size"] / 1e6, base["size"] / 1e6, "MB"))
         rows.append(
-            (
-                f"backup size ({tag})",
-                f"{run['size'] / 1e6:.2f} MB",
-                f"{base['size'] / 1e6:.2f} MB",
-                f"{run['size'] / base['size']:.2f}",
-                "-",
-                "info",
-            )
-        )
-        rows.append(
-            (
+            Row(
                 f"compression ratio ({tag})",
-                f"{info['db_bytes'] / run['size']:.2f}x",
-                f"{info['db_bytes'] / base['size']:.2f}x",
-                f"{base['size'] / run['size']:.2f}",
-                "-",
-                "info",
+                info["db_bytes"] / run["size"],
+                info["db_bytes"] / base["size"],
+                "x",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return rows
 
 
 def main() -> None:
@@ -236,26 +221,31 @@ def main() -> None:
         print(json.dumps(child(*args.child, encrypted=args.encrypted)))
         return
     sizes = QUICK if args.quick else FULL
+    mode = "quick" if args.quick else "full"
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="backup-bench-") as tmp:
         root = Path(tmp)
+        machine = machine_info(root)
         data, info = build(root, sizes["participants"], sizes["checkins"])
         runs = {"plain": measure(root, data, False), "encrypted": measure(root, data, True)}
         base = baselines(root, data)
-    report = table(info, runs, base)
+        machine["loadavg_end"] = os.getloadavg()
+    rows = rows_for(info, runs, base)
+    print_header(f"backup_bench ({mode})", machine, sizes)
     print(
-        f"headcount {__version__} backup benchmark: {info['participants']} participants, "
-        f"{info['scans']} check-ins; store {info['db_bytes'] / 1e6:.2f} MB "
-        f"(built in {info['build_s']:.1f} s, durability off)"
+        f"store: {info['participants']} participants, {info['scans']} check-ins, "
+        f"{info['db_bytes'] / 1e6:.2f} MB (built in {info['build_s']:.1f} s, durability off)"
     )
-    print(report)
+    print_table(rows)
     print(
         "baselines: create = copyfile + gzip -6 of headcount.db; verify = SHA-256 + gunzip; "
         "restore = gunzip + rename over the store. Raw sqlite3 backup API copy alone: "
         f"{base['sqlite']['seconds']:.2f} s. Encrypted = AES-256-GCM, scrypt n=2^17 "
         "(one derivation per operation included)."
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"info": info, "runs": runs, "baseline": base}, indent=2))
+    out = write_json(
+        args.out.resolve(), machine, sizes, rows, mode=mode, info=info, runs=runs, baseline=base
+    )
+    print(f"results in {out}")
 
 
 if __name__ == "__main__":

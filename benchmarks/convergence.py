@@ -32,45 +32,19 @@ import argparse
 import csv
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pycrdt import Doc
 
+from _common import OUT_DIR, Row, machine_info, print_header, print_table, write_json
 from headcount.sim import FaultPlan, FaultRates, Partition, SimConfig, Simulation
 from headcount.sim.faults import Crash
-
-OUT = Path(__file__).resolve().parent / "out"
-
-
-@dataclass
-class Row:
-    """One line of the report table."""
-
-    metric: str
-    value: float | None
-    baseline: float | None
-    target: str
-    result: str  # PASS / MISS / info
-
-    def cells(self) -> list[str]:
-        ratio = (
-            f"{self.value / self.baseline:.2f}" if self.value is not None and self.baseline else ""
-        )
-        return [self.metric, _fmt(self.value), _fmt(self.baseline), ratio, self.target, self.result]
-
-
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.2f}"
 
 
 def karp(n: int) -> float:
@@ -242,10 +216,10 @@ def report(rows: list[dict[str, Any]]) -> list[Row]:
             Row(
                 f"mean rounds, push-pull, n={n} ({len(runs)} seeds; "
                 f"min {min(rounds, default=0)} max {max(rounds, default=0)})",
-                mean, bound, f"<= {bound + 1.5:.1f}", "PASS" if ok else "MISS",
+                mean, bound, "", f"<= {bound + 1.5:.1f}", ok,
             )
         )  # fmt: skip
-        out.append(Row(f"  push-only bound log2 n + ln n, n={n}", pittel(n), None, "", "info"))
+        out.append(Row(f"  push-only bound log2 n + ln n, n={n}", pittel(n)))
     for sweep in ("bytes", "scale", "idle"):
         for _, runs in sorted(by.get(sweep, {}).items()):
             for r in runs:
@@ -256,8 +230,8 @@ def report(rows: list[dict[str, Any]]) -> list[Row]:
             ok = r["converged"] and r["total_seconds"] < 60
             out.append(
                 Row(
-                    f"wall s, n={r['n']} {r['entries']:,} updates {r['writers']} writers",
-                    r["total_seconds"], None, "< 60", "PASS" if ok else "MISS",
+                    f"wall, n={r['n']} {r['entries']:,} updates {r['writers']} writers",
+                    r["total_seconds"], None, "s", "< 60 s", ok,
                 )
             )  # fmt: skip
     sem = [r for r in rows if r["sweep"] == "semantic"]
@@ -267,8 +241,7 @@ def report(rows: list[dict[str, Any]]) -> list[Row]:
             Row(
                 f"materialized runs semantically converged, n={sem[0]['n']} "
                 f"(conflicts {sorted({r['conflicts'] for r in sem})})",
-                sum(bool(r["semantic_converged"]) for r in sem), len(sem), "all",
-                "PASS" if ok else "MISS",
+                sum(bool(r["semantic_converged"]) for r in sem), len(sem), "", "all", ok,
             )
         )  # fmt: skip
     return out
@@ -292,22 +265,20 @@ def _bytes_rows(sweep: str, r: dict[str, Any]) -> list[Row]:
     ok = r["bytes_per_useful"] <= target
     return [
         Row(
-            f"bytes/useful entry [{sweep}] {label}", r["bytes_per_useful"], minimal,
-            f"<= {target:.0f} (1.2 x {minimal:.0f} + {allowance:.0f})",
-            "PASS" if ok else "MISS",
+            f"bytes/useful entry [{sweep}] {label}", r["bytes_per_useful"], minimal, "B",
+            f"<= {target:.0f} B (1.2 x {minimal:.0f} + {allowance:.0f})", ok,
         ),
         Row(f"  update bytes sent / useful (vs minimal delta), {label}",
-            r["payload_bytes"] / useful, minimal, "", "info"),
+            r["payload_bytes"] / useful, minimal, "B"),
         Row(f"  framing+signature bytes / useful, {label}",
-            (r["segments_bytes"] - r["payload_bytes"]) / useful, None, "", "info"),
+            (r["segments_bytes"] - r["payload_bytes"]) / useful, None, "B"),
         Row(f"  control bytes (summary, ack, hello, ping, bye) / useful, {label}",
-            r["control_bytes"] / useful, None, "", "info"),
-        Row(f"  redundant / useful deliveries, {label}", r["redundant"] / useful,
-            None, "", "info"),
+            r["control_bytes"] / useful, None, "B"),
+        Row(f"  redundant / useful deliveries, {label}", r["redundant"] / useful),
         Row(f"  total bytes vs full-state exchange (upper), {label}", r["bytes"],
-            r["full_state_upper"], "", "info"),
+            r["full_state_upper"], "B"),
         Row(f"  total bytes vs full-state exchange (lower), {label}", r["bytes"],
-            r["full_state_lower"], "", "info"),
+            r["full_state_lower"], "B"),
     ]  # fmt: skip
 
 
@@ -320,32 +291,17 @@ def _idle_rows(rows: list[dict[str, Any]]) -> list[Row]:
     out = [
         Row(
             f"idle bytes/node/round, n={r['n']}, {r['entries']:,} records (full-state: 2 x state)",
-            r["idle_bytes_per_node_round"], 2 * r["minimal_delta_bytes"], "", "info",
+            r["idle_bytes_per_node_round"], 2 * r["minimal_delta_bytes"], "B",
         )
         for r in idle
     ]  # fmt: skip
     out.append(
         Row(
             f"idle traffic growth {small['entries']:,} -> {big['entries']:,} records",
-            ratio, None, "<= 1.10 (does not grow)", "PASS" if ratio <= 1.10 else "MISS",
+            ratio, None, "x", "<= 1.10x (does not grow)", ratio <= 1.10,
         )
     )  # fmt: skip
     return out
-
-
-def print_table(table: list[Row]) -> None:
-    head = ["metric", "value", "baseline", "ratio", "target", "result"]
-    cells = [head] + [row.cells() for row in table]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    for k, c in enumerate(cells):
-        print(
-            "  ".join(
-                x.ljust(w) if i == 0 else x.rjust(w)
-                for i, (x, w) in enumerate(zip(c, widths, strict=True))
-            )
-        )
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 # -- plots ---------------------------------------------------------------------------
@@ -424,27 +380,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--seeds", type=int, default=10, help="seeds per size (rounds)")
-    parser.add_argument("--out", type=Path, default=OUT, help="output directory")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
     parser.add_argument("--one", metavar="JSON", help=argparse.SUPPRESS)  # one run, as JSON
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one_run(SimConfig(**json.loads(args.one)), baselines=True)))
         return 0
-    sizes = [10, 100] if args.quick else [10, 100, 1000]
-    seeds = min(args.seeds, 3) if args.quick else args.seeds
+    quick = args.quick
+    plan: dict[str, Any] = {
+        "n": [10, 100] if quick else [10, 100, 1000],
+        "seeds": min(args.seeds, 3) if quick else args.seeds,
+        "bytes_updates": 1000 if quick else 10_000,
+        "idle_n": 50 if quick else 100,
+        "idle_records": [1000, 10_000],
+        "scale_n": None if quick else 1000,
+        "variants_n": 30 if quick else 100,
+        "variants_seeds": 1 if quick else 3,
+        "semantic_n": 8 if quick else 10,
+        "semantic_seeds": 2 if quick else 3,
+    }
+    info = machine_info()
     started = time.perf_counter()
-    rows = sweep_rounds(sizes, seeds)
-    rows += sweep_bytes(sizes, 1000 if args.quick else 10_000, 10)
-    rows += sweep_idle(50 if args.quick else 100, [1000, 10_000])
-    if not args.quick:
-        rows += sweep_scale(1000, 10_000, [100, 1000])
-    rows += sweep_variants(30 if args.quick else 100, 1 if args.quick else 3)
-    rows += sweep_semantic(8 if args.quick else 10, 2 if args.quick else 3)
+    rows = sweep_rounds(plan["n"], plan["seeds"])
+    rows += sweep_bytes(plan["n"], plan["bytes_updates"], 10)
+    rows += sweep_idle(plan["idle_n"], plan["idle_records"])
+    if plan["scale_n"]:
+        rows += sweep_scale(plan["scale_n"], 10_000, [100, 1000])
+    rows += sweep_variants(plan["variants_n"], plan["variants_seeds"])
+    rows += sweep_semantic(plan["semantic_n"], plan["semantic_seeds"])
+    elapsed = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     table = report(rows)
-    print(f"headcount convergence benchmark ({'quick' if args.quick else 'full'}), "
-          f"{platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    print_header(f"convergence ({'quick' if quick else 'full'}), simulated", info, plan)
     print_table(table)
     _variants_table(rows)
     fields = sorted({k for r in rows for k in r})
@@ -452,12 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    (args.out / "convergence.json").write_text(
-        json.dumps({"table": [r.__dict__ for r in table], "runs": rows}, indent=1, default=str)
-    )
+    write_json(args.out / "convergence.json", info, plan, table, elapsed_s=elapsed, runs=rows)
     made = plot(rows, args.out)
-    print(f"\nwrote {args.out / 'convergence.csv'}, {args.out / 'convergence.json'}"
-          + "".join(f", {p}" for p in made))  # fmt: skip
+    print(f"\ntotal {elapsed:.0f} s; wrote {args.out / 'convergence.csv'}, "
+          f"{args.out / 'convergence.json'}" + "".join(f", {p}" for p in made))  # fmt: skip
     return 0
 
 

@@ -17,12 +17,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import csv
-import io
 import json
-import math
 import os
-import platform
-import pstats
 import sqlite3
 import statistics
 import subprocess
@@ -33,20 +29,28 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pycrdt import Array, Doc, Map, TransactionEvent
 
-import headcount
-from headcount import Durability, Replica, Role, __version__
+from _common import (
+    OUT_DIR,
+    Row,
+    distribution,
+    machine_info,
+    percentile,
+    print_header,
+    print_table,
+    top_functions,
+    write_json,
+)
+from headcount import Durability, Replica, Role
 
 EVENT = "bench"
 SEP = "\x1f"  # the engine's field separator in array elements
 GATE = "north"
 SCRIPT = Path(__file__).resolve()
-OUT_DIR = SCRIPT.parent / "out"
 MEASUREMENTS = ("latency", "import", "open", "throughput")
 
 
@@ -73,48 +77,12 @@ QUICK = Sizes(
 )
 
 
-@dataclass
-class Row:
-    """One line of the printed table."""
-
-    metric: str
-    value: float
-    baseline: float | None
-    unit: str
-    target: str = ""
-    passed: bool | None = None  # None: informational, no target
-
-    @property
-    def ratio(self) -> float | None:
-        if self.baseline in (None, 0):
-            return None
-        return self.value / self.baseline
-
-
 # -- helpers ---------------------------------------------------------------
 
 
 def log(message: str) -> None:
     """Progress goes to stderr so that stdout is only the report."""
     print(f"[core_bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def distribution_ms(samples_ns: list[int]) -> dict[str, float]:
-    ordered = sorted(s / 1e6 for s in samples_ns)
-    return {
-        "n": len(ordered),
-        "mean": statistics.fmean(ordered),
-        "p50": percentile(ordered, 50),
-        "p90": percentile(ordered, 90),
-        "p99": percentile(ordered, 99),
-        "max": ordered[-1],
-    }
 
 
 def pid_of(i: int) -> str:
@@ -152,66 +120,6 @@ def new_device(root: Path, name: str) -> Path:
     return path
 
 
-def fs_type(path: Path) -> str:
-    """The file system type that holds ``path`` (best effort, Linux only)."""
-    try:
-        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return "unknown"
-    resolved = str(path.resolve())
-    best = ("", "unknown")
-    for fields in mounts:
-        if len(fields) >= 3 and (
-            resolved == fields[1] or resolved.startswith(fields[1].rstrip("/") + "/")
-        ):
-            if len(fields[1]) > len(best[0]):
-                best = (fields[1], fields[2])
-    return best[1]
-
-
-def source_info() -> dict[str, Any]:
-    """Which headcount is measured: its directory and, if it is in a git work
-    tree, the commit and whether its files differ from it."""
-    path = Path(headcount.__file__).resolve().parent
-    info: dict[str, Any] = {"headcount_path": str(path)}
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        if rev.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "-C", str(path), "status", "--porcelain", "--", "."],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            info["git_commit"] = rev.stdout.strip()
-            info["git_dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def machine_info(tmp_root: Path) -> dict[str, Any]:
-    return {
-        **source_info(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "headcount": __version__,
-        "pycrdt": metadata.version("pycrdt"),
-        "sqlite": sqlite3.sqlite_version,
-        "tmp_dir": str(tmp_root),
-        "tmp_fs": fs_type(tmp_root),
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 @contextmanager
 def profiled(path: Path) -> Iterator[cProfile.Profile]:
     prof = cProfile.Profile()
@@ -221,32 +129,6 @@ def profiled(path: Path) -> Iterator[cProfile.Profile]:
     finally:
         prof.disable()
         prof.dump_stats(str(path))
-
-
-def _short_location(key: tuple[str, int, str]) -> str:
-    filename, line, func = key
-    if filename == "~":
-        return func
-    for marker in ("site-packages/", "/src/"):
-        if marker in filename:
-            filename = filename.split(marker, 1)[1]
-            break
-    else:
-        filename = Path(filename).name
-    return f"{filename}:{line}({func})"
-
-
-def top_functions(prof_path: Path, sort: str, limit: int) -> str:
-    """The ``limit`` hottest functions, one line each."""
-    stats = pstats.Stats(str(prof_path), stream=io.StringIO())
-    col = {"cumulative": 3, "tottime": 2}[sort]
-    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
-    items = sorted(table.items(), key=lambda kv: kv[1][col], reverse=True)[:limit]
-    lines = [f"  {'ncalls':>10} {'tottime':>8} {'cumtime':>8}  function"]
-    for key, (cc, nc, tt, ct, _callers) in items:
-        calls = str(nc) if cc == nc else f"{nc}/{cc}"
-        lines.append(f"  {calls:>10} {tt:8.3f} {ct:8.3f}  {_short_location(key)}")
-    return "\n".join(lines)
 
 
 # -- 1. durable single check-in latency --------------------------------------------
@@ -285,9 +167,9 @@ def bench_latency(root: Path, sizes: Sizes) -> dict[str, Any]:
     return {
         "checkins": n,
         "participants": people,
-        "engine_ms": distribution_ms(samples),
+        "engine_ms": distribution(s / 1e6 for s in samples),
         "first_checkin_ms": samples[0] / 1e6,
-        "sqlite_floor_ms": distribution_ms(base),
+        "sqlite_floor_ms": distribution(s / 1e6 for s in base),
         "blob_bytes": round(avg_update),
         "bytes": {
             "log_bytes_per_checkin": log_delta / n,
@@ -469,10 +351,10 @@ def bench_open(root: Path, sizes: Sizes) -> dict[str, Any]:
         **info,
         "runs": runs,
         "engine_min_s": min(totals),
-        "engine_median_s": statistics.median(totals),
+        "engine_median_s": percentile(totals, 50),
         "raw_apply_s": raw,
         "raw_min_s": min(raw),
-        "raw_median_s": statistics.median(raw),
+        "raw_median_s": percentile(raw, 50),
     }
 
 
@@ -659,39 +541,6 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "/s":
-        return f"{value:,.0f}/s"
-    if unit == "ms":
-        return f"{value:.3f} ms"
-    if unit == "s":
-        return f"{value:.3f} s"
-    return f"{value:.1f} {unit}"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("metric", "value", "baseline", "ratio", "target", "result")
-    cells = [
-        (
-            r.metric,
-            fmt(r.value, r.unit),
-            fmt(r.baseline, r.unit),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x",
-            r.target or "-",
-            "info" if r.passed is None else "PASS" if r.passed else "MISS",
-        )
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    line = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    print(line.format(*header))
-    print("  ".join("-" * w for w in widths))
-    for c in cells:
-        print(line.format(*c))
-
-
 def print_details(results: dict[str, Any]) -> None:
     if "latency" in results:
         lat = results["latency"]
@@ -803,18 +652,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = rows_for(results)
     mode = "quick" if args.quick else "full"
-    print(f"headcount core benchmark ({mode}) on {info['cpus']} CPUs, {info['platform']}")
-    commit = info.get("git_commit", "not in git")
-    dirty = " + uncommitted changes" if info.get("git_dirty") else ""
-    print(f"headcount {info['headcount']} from {info['headcount_path']} ({commit}{dirty})")
-    print(
-        f"python {info['python']}, pycrdt {info['pycrdt']}, sqlite {info['sqlite']}, "
-        f"stores in {info['tmp_dir']} ({info['tmp_fs']})"
-    )
-    start, end = (" ".join(f"{x:.2f}" for x in info[k]) for k in ("loadavg_start", "loadavg_end"))
-    print(f"load average (1/5/15 min): {start} at start, {end} at end (other processes add noise)")
-    print("ratio = value / baseline (for ms and s lower is better; for /s higher is better)")
-    print()
+    title = f"core_bench ({mode}; {', '.join(args.only)})"
+    print_header(title, info, asdict(sizes))
     print_table(rows)
     print()
     print_details(results)
@@ -825,28 +664,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nprofile {name}, top {args.top} by {sort} ({entry['file']}):")
             print(entry[sort])
     print(f"\ntotal {elapsed:.1f} s; results in {out_path}")
-
-    payload = {
-        "mode": mode,
-        "sizes": asdict(sizes),
-        "machine": info,
-        "elapsed_s": elapsed,
-        "results": results,
-        "table": [
-            {
-                "metric": r.metric,
-                "value": r.value,
-                "baseline": r.baseline,
-                "unit": r.unit,
-                "ratio": r.ratio,
-                "target": r.target or None,
-                "result": None if r.passed is None else ("pass" if r.passed else "miss"),
-            }
-            for r in rows
-        ],
-        "profiles": profiles,
-    }
-    out_path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(
+        out_path,
+        info,
+        asdict(sizes),
+        rows,
+        mode=mode,
+        elapsed_s=elapsed,
+        results=results,
+        profiles=profiles,
+    )
     return 0
 
 

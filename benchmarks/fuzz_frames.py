@@ -38,8 +38,9 @@ When the log did change, it is restored to its baseline so that later valid
 frames can be accepted again. The corpus, the keys (derived from the seed)
 and every mutation are deterministic: the same ``--seed`` and ``--count``
 replay the same run. Prints the count, the elapsed time, frames/s and the
-outcome counts; exits 1 on any violation, printing the first few with their
-iteration number and input. Never touches the network.
+outcome counts (and writes them to ``benchmarks/out/fuzz_frames.json``); exits
+1 on any violation, printing the first few with their iteration number and
+input. Never touches the network.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -567,12 +569,36 @@ def fuzz(count: int, seed: int) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here: tests load this module from its path, without benchmarks/ on sys.path.
+    from _common import OUT_DIR, Row, machine_info, print_header, print_table, write_json
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="inputs to feed")
     parser.add_argument("--seed", type=int, default=1, help="seed of keys, corpus and mutations")
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "fuzz_frames.json")
     args = parser.parse_args(argv)
+    info = machine_info()
+    sizes = {"count": args.count, "seed": args.seed}
     report = fuzz(args.count, args.seed)
+    rows = [
+        Row("inputs fed", report.count, None, "", f"{args.count:,}", report.count == args.count),
+        Row("inputs/s", report.rate, None, "/s"),
+        Row("violations", len(report.violations), None, "", "0", not report.violations),
+    ]
+    print_header("fuzz_frames: hostile frames into a session", info, sizes)
+    print_table(rows, note=False)
+    print()
     print(report.summary())
+    write_json(
+        args.out.resolve(),
+        info,
+        sizes,
+        rows,
+        elapsed_s=report.elapsed,
+        inputs=dict(report.kinds),
+        outcomes=dict(report.outcomes),
+        violations=report.violations,
+    )
     return 1 if report.violations else 0
 
 

@@ -6,7 +6,7 @@ Run from the repository root with the package installed::
     python benchmarks/gate_sync.py --quick    # small sizes, a smoke run (< 30 s)
     python benchmarks/gate_sync.py --profile  # also cProfile both daemons
 
-Gate A is ``headcount run`` (``python -m headcount.cli.main run --config a.toml``);
+Gate A is ``headcount run`` (``python -m headcount run --config a.toml``);
 gate B runs the same ``Daemon`` class in a child of this script whose only
 addition is a hook on the node's effects that timestamps, with the system-wide
 ``time.monotonic_ns()``, every batch B applies. Measures (1) the latency from a
@@ -19,15 +19,12 @@ every figure to ``benchmarks/out/gate_sync.json``. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import queue
 import random
 import select
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,18 +38,24 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from pycrdt import Doc
 
+from _common import (
+    OUT_DIR,
+    Row,
+    distribution,
+    machine_info,
+    print_header,
+    print_table,
+    top_functions,
+    write_json,
+)
 from headcount import Replica, Role
-from headcount.net import control
 from headcount.pki.device import install_certificate
 from headcount.pki.org import enroll, init_org
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_bench import Row, machine_info, print_table, top_functions
+from headcount.service import control
 
 EVENT = "bench"
 HOST = "127.0.0.1"  # loopback only (DEVELOPERS.md network rule)
 SCRIPT = Path(__file__).resolve()
-OUT_DIR = SCRIPT.parent / "out"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 VISIBLE_TIMEOUT_S = 5.0  # one check-in not at B after this: counted as a timeout
@@ -74,27 +77,6 @@ QUICK = Sizes(participants=500, warmup=5, checkins=50, backlog=5_000)
 
 def log(message: str) -> None:
     print(f"[gate_sync] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def dist_ms(samples_ns: list[int]) -> dict[str, float]:
-    ordered = sorted(s / 1e6 for s in samples_ns)
-    if not ordered:
-        return {"n": 0}
-    return {
-        "n": len(ordered),
-        "mean": statistics.fmean(ordered),
-        "min": ordered[0],
-        "p50": percentile(ordered, 50),
-        "p90": percentile(ordered, 90),
-        "p99": percentile(ordered, 99),
-        "max": ordered[-1],
-    }
 
 
 # -- gate B: the Daemon class plus a timestamping hook ----------------------------------
@@ -353,9 +335,9 @@ def measure_latency(
         "warmup": sizes.warmup,
         "timeouts": timeouts,
         "timeout_s": VISIBLE_TIMEOUT_S,
-        "a_to_b_ms": dist_ms(e2e),
-        "a_ack_ms": dist_ms(ack),
-        "ack_to_b_ms": dist_ms(after_ack),
+        "a_to_b_ms": distribution(ns / 1e6 for ns in e2e),
+        "a_ack_ms": distribution(ns / 1e6 for ns in ack),
+        "ack_to_b_ms": distribution(ns / 1e6 for ns in after_ack),
     }
 
 
@@ -617,21 +599,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = rows_for(results)
     mode = "quick" if args.quick else "full"
-    print(f"headcount gate sync benchmark ({mode}) on {info['cpus']} CPUs, {info['platform']}")
-    commit = info.get("git_commit", "not in git")
-    dirty = " + uncommitted changes" if info.get("git_dirty") else ""
-    print(f"headcount {info['headcount']} from {info['headcount_path']} ({commit}{dirty})")
-    print(
-        f"python {info['python']}, pycrdt {info['pycrdt']}, sqlite {info['sqlite']}, "
-        f"stores in {info['tmp_dir']} ({info['tmp_fs']}); two daemons on {HOST}"
-    )
-    start, end = (" ".join(f"{x:.2f}" for x in info[k]) for k in ("loadavg_start", "loadavg_end"))
-    print(f"load average (1/5/15 min): {start} at start, {end} at end (other processes add noise)")
+    print_header(f"gate_sync ({mode}), two gate daemons on {HOST}", info, asdict(sizes))
     print(
         "baselines: 1 = A's own durable check-in round trip through its control socket (same "
         "requests); 2 = raw pycrdt apply of the same updates, one call each"
     )
-    print()
     print_table(rows)
     print()
     print_details(results)
@@ -644,25 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nprofile {name}, top {args.top} by {sort} ({entry['file']}):")
             print(entry[sort])
     print(f"\ntotal {elapsed:.1f} s; results in {args.out}")
-    payload = {
-        "mode": mode,
-        "machine": info,
-        "elapsed_s": elapsed,
-        "results": results,
-        "table": [
-            {
-                "metric": r.metric,
-                "value": r.value,
-                "baseline": r.baseline,
-                "unit": r.unit,
-                "ratio": r.ratio,
-                "target": r.target or None,
-                "result": None if r.passed is None else ("pass" if r.passed else "miss"),
-            }
-            for r in rows
-        ],
-    }
-    args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_json(args.out, info, asdict(sizes), rows, mode=mode, elapsed_s=elapsed, results=results)
     return 0
 
 

@@ -79,18 +79,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported from elsewhere
 
+from _common import OUT_DIR, machine_info, print_header, print_table, write_json
 from relay_load import (
     CONNECT_TIMEOUT_S,
-    OUT_DIR,
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     drive_load,
     event_of,
     latency_summary,
+    load_sizes,
     log,
     paced,
     proc_stats,
     read_json_line,
+    rows_for,
     start_loaders,
     stop,
 )
@@ -548,30 +550,10 @@ def _version(dist: str) -> str:
         return "?"
 
 
-def table(b: dict) -> str:
-    def f(x: float | None, nd: int = 1) -> str:
-        return "n/a" if x is None else f"{x:,.{nd}f}"
-
-    rows = [
-        ("entries/s applied by the server", f(b["rate_achieved"])),
-        ("entries/s appended by the clients", f(b["rate_appended"])),
-        ("fan-out latency p50 / p99 / max (ms)",
-         f"{f(b['p50_ms'])} / {f(b['p99_ms'])} / {f(b['max_ms'])}"),
-        ("server CPU during load (% of 1 core)", f(b["relay_cpu_pct"])),
-        ("server RSS per connection, peak / idle (MB)",
-         f"{f(b['mb_per_conn_peak'], 3)} / {f(b['mb_per_conn_idle'], 3)}"),
-        ("server RSS before / connected / peak / after (MB)",
-         " / ".join(f(b[k], 0) for k in
-                    ("rss_before_mb", "rss_connected_mb", "rss_peak_mb", "rss_after_mb"))),
-    ]  # fmt: skip
-    lines = ["| metric (pycrdt-websocket) | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines)
-
-
 def summary(b: dict) -> str:
     return (
-        f"{b['gates']} clients connected in {b['connect_s']:.1f} s, {b['appended']:,} appended, "
+        f"{b['gates']} clients connected in {b['connect_s']:.1f} s, {b['appended']:,} appended "
+        f"({b['rate_appended']:,.0f}/s), "
         f"{b['server_updates_received']:,} updates received and {b['server_scans_applied']:,} "
         f"scans held by the server, {b['observer_missing_after_drain']} missing at observers "
         f"after the {b['drain_s']:.1f} s drain, {b['latency_samples']:,} latency samples, "
@@ -610,12 +592,22 @@ def main() -> int:
     if args.gates < 1 or args.gates > 5000 or not 0 < args.duration <= 600:
         ap.error("--gates must be 1..5000 and --duration 0..600 s")
     with tempfile.TemporaryDirectory(prefix="relay_load_ybaseline_") as tmp:
+        info = machine_info(Path(tmp))
         result = run_baseline(args, Path(tmp))
-    print(table(result))
-    print("\n" + summary(result))
-    OUT_DIR.mkdir(exist_ok=True)
-    out = OUT_DIR / f"relay_load_ybaseline_{args.gates}g_{int(time.time())}.json"
-    out.write_text(json.dumps({"args": vars(args), "baseline": result}, indent=2, default=str))
+    sizes = load_sizes(args)
+    rows = rows_for(None, result)
+    print_header("relay_load_ybaseline: pycrdt-websocket under the relay load", info, sizes)
+    print_table(rows)
+    print(f"baseline: {result['server']}")
+    print(summary(result))
+    out = write_json(
+        OUT_DIR / f"relay_load_ybaseline_{args.gates}g_{int(time.time())}.json",
+        info,
+        sizes,
+        rows,
+        args=vars(args),
+        baseline=result,
+    )
     log(f"wrote {out}")
     return 0
 
