@@ -205,9 +205,8 @@ def test_an_incremental_built_on_other_vectors_breaks_the_chain(world: World) ->
 
 
 def test_an_incremental_that_does_not_continue_the_hash_chain_is_refused(world: World) -> None:
-    import sqlite3
-
     from headcount.backup import delta
+    from headcount.store.dbfile import StoreFile
 
     work = world.root / "work.db"
     staging.stage_store(
@@ -223,10 +222,12 @@ def test_an_incremental_that_does_not_continue_the_hash_chain_is_refused(world: 
         )
     )
     rows["log"][0][5] = b"\x07" * 32  # a prev that is not the staged chain's tip
-    db = sqlite3.connect(work)
-    with pytest.raises(HeadcountError) as exc:
-        delta.apply(db, rows, m.id)
+    before = hashlib.sha256(work.read_bytes()).digest()
+    with StoreFile.open_writable(work) as staged, pytest.raises(HeadcountError) as exc:
+        with staged.write_transaction():
+            delta.apply(staged, rows, m.id)
     assert exc.value.code == "chain_broken"
+    assert hashlib.sha256(work.read_bytes()).digest() == before  # nothing written
 
 
 def test_an_incremental_of_a_store_restored_behind_its_parent_needs_a_full(world: World) -> None:
@@ -380,6 +381,25 @@ def test_a_full_disk_during_restore_leaves_the_data_dir(
 
     monkeypatch.setattr(staging, "read_content", filling)
     refused(world, "disk_full", world.inc)
+
+
+def test_sqlite_out_of_space_is_a_full_disk_and_other_errors_pass(tmp_path: Path) -> None:
+    import sqlite3
+
+    from headcount.backup.errors import disk_errors
+
+    db = sqlite3.connect(tmp_path / "small.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA max_page_count=4")
+        db.execute("CREATE TABLE t (b BLOB)")
+        with pytest.raises(HeadcountError) as exc, disk_errors("a small database"):
+            for _ in range(100):
+                db.execute("INSERT INTO t VALUES (randomblob(4096))")
+        assert exc.value.code == "disk_full"
+        with pytest.raises(sqlite3.OperationalError), disk_errors("a small database"):
+            db.execute("SELECT * FROM no_such_table")
+    finally:
+        db.close()
 
 
 def _mount_tmpfs(path: Path, size: int) -> None:

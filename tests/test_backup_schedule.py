@@ -276,7 +276,8 @@ def test_the_relay_backs_up_on_schedule_and_exports_metrics(tmp_path):
 
     text = asyncio.run(asyncio.wait_for(scenario(), DEADLINE_S * 2)).decode()
     assert 'headcount_job_runs_total{job="backup"} 1.0' in text
-    [line] = [x for x in text.splitlines() if x.startswith("headcount_job_last_success_timestamp")]
+    success = 'headcount_job_last_success_timestamp_seconds{job="backup"}'
+    [line] = [x for x in text.splitlines() if x.startswith(success)]
     assert float(line.split()[-1]) > 1e9
     assert [m.kind for m in (e.manifest for e in Catalog(tmp_path / "dest").entries())] == [
         Kind.FULL

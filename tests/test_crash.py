@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from headcount import Replica, StoreError
+from headcount.store import DB_FILE, StoreFile
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 EVENT = "crash26"
@@ -107,7 +108,8 @@ def _check_reopens(data: Path, acked: set[str], ctx: str) -> int:
         with pytest.raises(StoreError) as locked:
             Replica.open(data)
         assert locked.value.code == "locked", ctx
-        (integrity,) = replica.store.db.execute("PRAGMA integrity_check").fetchone()
+        with StoreFile.open_read_only(data / DB_FILE) as on_disk:
+            integrity = on_disk.integrity_check()
         assert integrity == "ok", f"{ctx}: SQLite integrity_check: {integrity}"
         vv = replica.version_vector(EVENT)
         assert replica.store.log_count(EVENT) == sum(vv.values()), (

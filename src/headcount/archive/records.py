@@ -1,9 +1,10 @@
-"""An event read for archiving: its raw rows in one snapshot, and its logical records.
+"""An event read for archiving: its logical records, rebuilt from its raw rows.
 
-:func:`read_rows` reads everything the store holds of one event (log,
-pending entries, signed heads, snapshot, compaction horizons) inside one
-read transaction of its own read-only connection, never the writer's, so
-it works while the daemon runs. :func:`load_event` rebuilds the event's
+The raw rows (:class:`~headcount.store.EventRows`: log, pending entries,
+signed heads, snapshot, compaction horizons) come from
+:meth:`headcount.store.StoreFile.event_rows`, read in one read transaction
+of a read-only connection of their own, never the writer's, so archiving
+works while the daemon runs. :func:`load_event` rebuilds the event's
 document from those rows alone, so the logical records and the raw rows of
 an archive always describe the same state.
 
@@ -23,9 +24,7 @@ conflicts and resolutions, each with a ``time_ms``:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from headcount.backup.exports import (
@@ -38,8 +37,8 @@ from headcount.core.errors import RemoteProtocolError, StoreError
 from headcount.core.event import Event
 from headcount.core.eventdoc import CONFIG, PARTICIPANT, EventDoc, record_key
 from headcount.core.hlc import HybridClock, wall_ms
+from headcount.store.eventrows import EventRows
 
-Row = tuple[str, int, int, bytes, bytes, bytes]  # device, seq, hlc, update, prev, hash
 TYPE_ORDER = ("participant", "config", "scan", "attendance", "conflict", "resolution")
 KINDS: dict[str, frozenset[str]] = {
     "attendance": frozenset({"scan", "attendance"}),
@@ -47,98 +46,6 @@ KINDS: dict[str, frozenset[str]] = {
     "configuration": frozenset({"config"}),
     "conflicts": frozenset({"conflict", "resolution"}),
 }
-
-
-@dataclass(slots=True)
-class EventRows:
-    """Everything the store holds of one event, as read in one transaction."""
-
-    event: str
-    created_ms: int
-    log: list[Row] = field(default_factory=list)  # in the order they were applied here
-    tail_from: int = 0  # log[tail_from:] are the entries after the snapshot
-    pending: list[Row] = field(default_factory=list)
-    heads: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
-    snapshot: bytes | None = None
-    horizons: list[tuple[str, int, bytes]] = field(default_factory=list)
-    roles: dict[str, str] = field(default_factory=dict)  # every known device's role
-
-    @property
-    def vv(self) -> dict[str, int]:
-        """The event's version vector (logged and folded entries)."""
-        vv = {d: s for d, s, _ in self.horizons}
-        for device, seq, *_ in self.log:
-            vv[device] = max(vv.get(device, 0), seq)
-        return dict(sorted(vv.items()))
-
-    @property
-    def newest_hlc_ms(self) -> int:
-        return max((wall_ms(r[2]) for r in (*self.log, *self.pending)), default=0)
-
-    @property
-    def live_bytes(self) -> int:
-        """Bytes of Y updates and snapshot held in the live store."""
-        rows = sum(len(r[3]) for r in (*self.log, *self.pending))
-        return rows + len(self.snapshot or b"")
-
-
-def newest_logged_ms(db: sqlite3.Connection, event: str) -> int:
-    """The wall time of the event's newest log entry (0 if none): a cheap lower
-    bound of its newest record time."""
-    row = db.execute(
-        "SELECT max(hlc) FROM (SELECT hlc FROM log WHERE event=? "
-        "UNION ALL SELECT hlc FROM pending WHERE event=?)",
-        (event, event),
-    ).fetchone()
-    return wall_ms(int(row[0] or 0))
-
-
-def read_rows(db: sqlite3.Connection, event: str) -> EventRows:
-    """Read every row of ``event`` in one read transaction of ``db`` (read-only).
-
-    Raises:
-        StoreError: no such event.
-    """
-    db.execute("BEGIN")
-    try:
-        found = db.execute("SELECT created_ms FROM events WHERE event=?", (event,)).fetchone()
-        if found is None:
-            raise StoreError(f"no event {event!r} in the store", code="not_found")
-        rows = EventRows(event, int(found[0]))
-        snap = db.execute("SELECT upto, state FROM snapshots WHERE event=?", (event,)).fetchone()
-        upto = -1
-        if snap is not None:
-            upto, rows.snapshot = int(snap[0]), bytes(snap[1])
-        columns = "device, seq, hlc, upd, prev, hash"
-        log = f"SELECT id, {columns} FROM log WHERE event=? ORDER BY id"
-        for row_id, *rest in db.execute(log, (event,)):
-            if row_id <= upto:
-                rows.tail_from += 1
-            rows.log.append(_row(rest))
-        pending = f"SELECT {columns} FROM pending WHERE event=? ORDER BY device, seq"
-        rows.pending = [_row(list(r)) for r in db.execute(pending, (event,))]
-        rows.heads = [
-            (d, int(s), bytes(h), bytes(sig))
-            for d, s, h, sig in db.execute(
-                "SELECT device, seq, hash, sig FROM heads WHERE event=? ORDER BY device, seq",
-                (event,),
-            )
-        ]
-        rows.horizons = [
-            (d, int(s), bytes(h))
-            for d, s, h in db.execute(
-                "SELECT device, seq, hash FROM horizons WHERE event=? ORDER BY device", (event,)
-            )
-        ]
-        rows.roles = dict(db.execute("SELECT device, role FROM devices").fetchall())
-    finally:
-        db.execute("COMMIT")
-    return rows
-
-
-def _row(values: list[Any]) -> Row:
-    device, seq, hlc, upd, prev, digest = values
-    return (str(device), int(seq), int(hlc), bytes(upd), bytes(prev or b"\0" * 32), bytes(digest))
 
 
 def load_event(rows: EventRows, device: str, role: str) -> Event:

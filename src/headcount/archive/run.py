@@ -24,29 +24,28 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from headcount.backup.crypto import SCRYPT_N, KeyRing, Secret
 from headcount.backup.retention import remove_backup
 from headcount.core.errors import HeadcountError, NotFoundError
 from headcount.core.event import Event
+from headcount.core.hlc import wall_ms
 from headcount.core.identity import Identity
 from headcount.replica.replica import REJOIN_KEY, Replica
 from headcount.service.journal import JOURNAL_FILE, Journal, iso_time
-from headcount.store.dbfile import connect_ro
+from headcount.store.dbfile import StoreFile
+from headcount.store.eventrows import EventRows
 from headcount.store.sqlite import DB_FILE
 
 from .errors import CHANGED, ArchiveError
 from .manifest import ArchiveManifest
 from .reader import entries, verify
-from .records import EventRows, load_event, logical_records, newest_logged_ms, read_rows
+from .records import load_event, logical_records
 from .writer import Sealing, seal_with, write_archive
 
 log = logging.getLogger("headcount.archive")
@@ -132,34 +131,30 @@ def scan(
         NotFoundError: an event of ``events`` is not in the store.
     """
     cutoff = now_ms - int(policy.older_than_s * 1000)
-    db = connect_ro(data_dir / DB_FILE)
-    try:
-        live = [e for (e,) in db.execute("SELECT event FROM events ORDER BY event")]
+    with StoreFile.open_read_only(data_dir / DB_FILE) as store:
+        live = store.events()
         for event in events or ():
             if event not in live:
                 raise NotFoundError(f"no event {event!r} in the live store (see `event list`)")
-        row = db.execute("SELECT value FROM meta WHERE key=?", (REJOIN_KEY,)).fetchone()
-        rejoin = set(_json_list(row[0] if row else None))
+        rejoin = set(_json_list(store.meta(REJOIN_KEY)))
         for event in sorted(set(events)) if events else live:
             if event in rejoin:
                 steps("skipped", event=event, reason="waits to rejoin sync after a restore")
                 continue
-            if newest_logged_ms(db, event) >= cutoff:
+            if wall_ms(store.newest_hlc(event)) >= cutoff:
                 continue  # a log entry is newer than the cutoff: not old enough
-            rows = read_rows(db, event)
+            rows = store.event_rows(event)
             ev = load_event(rows, "archiver", "gate")
             records = logical_records(ev)
             newest = max([rows.newest_hlc_ms, *(r["time_ms"] for r in records)])
             if newest >= cutoff:
                 continue
-            why = _unsynced(_acks(db, event), rows.vv, set(rows.roles), device)
+            why = _unsynced(store.acks(event), rows.vv, set(rows.roles), device)
             if policy.require_synced and why is not None:
                 steps("skipped", event=event, reason=why)
                 continue
             cand = Candidate(event, newest, len(rows.log), len(records), rows.live_bytes)
             yield cand, rows, ev
-    finally:
-        db.close()
 
 
 def _unsynced(
@@ -183,11 +178,6 @@ def _unsynced(
     if others and not any(p in others for p in acks):
         return "no peer has acknowledged it: some of its entries may exist only here"
     return None
-
-
-def _acks(db: sqlite3.Connection, event: str) -> dict[str, dict[str, int]]:
-    rows = db.execute("SELECT peer, vv FROM peer_acks WHERE event=?", (event,))
-    return {str(peer): msgpack.unpackb(vv) for peer, vv in rows}
 
 
 def _json_list(text: object) -> list[str]:

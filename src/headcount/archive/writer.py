@@ -34,10 +34,11 @@ from headcount.core.event import Event
 from headcount.core.files import publish, remove_tree, temp_dir_beside, write_private
 from headcount.core.identity import Identity
 from headcount.service.journal import iso_time
+from headcount.store.eventrows import EventRows
 from headcount.store.sqlite import MIGRATIONS
 
 from .manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, ArchiveManifest, sign
-from .records import EventRows, load_event, logical_records
+from .records import load_event, logical_records
 
 RECORDS_PAYLOAD = "records.jsonl.gz"
 RAW_PAYLOAD = "raw.msgpack.gz"

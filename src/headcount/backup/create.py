@@ -12,7 +12,6 @@ connection, so backups work while the gate daemon or the relay runs.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from headcount.core.files import publish, remove_tree, temp_dir_beside, write_pr
 from headcount.core.identity import IDENTITY_FILE, KEY_FILE, Identity, load_identity
 from headcount.pki.device import CA_FILE, CERT_FILE
 from headcount.replica.replica import Replica
-from headcount.store.dbfile import connect_ro, copy_store, event_states, schema_version
+from headcount.store.dbfile import StoreFile, copy_store
 from headcount.store.sqlite import DB_FILE, Store
 
 from . import delta
@@ -196,11 +195,8 @@ def _write_full(job: _Job, identity: bool) -> dict[str, Any]:
     copy = job.tmp / "store.db.copy"
     job.say("copying the store (one consistent snapshot)")
     version = copy_store(job.data_dir / DB_FILE, copy)
-    db = sqlite3.connect(copy)
-    try:
-        states = event_states(db)
-    finally:
-        db.close()
+    with StoreFile.open_read_only(copy) as store:
+        states = store.event_states()
     job.say(f"compressing the store ({copy.stat().st_size} bytes)")
     files = [job.payload_of_file(copy, STORE_PAYLOAD)]
     copy.unlink()
@@ -220,15 +216,11 @@ def _write_full(job: _Job, identity: bool) -> dict[str, Any]:
 
 def _write_incremental(job: _Job, base: Manifest) -> dict[str, Any]:
     job.say(f"reading what changed since {base.id}")
-    db = connect_ro(job.data_dir / DB_FILE)
-    try:
-        db.execute("BEGIN")  # one read snapshot for the vectors and the rows
-        states = event_states(db)
-        rows = delta.extract(db, base.events)
-        version = schema_version(db)
-        db.execute("COMMIT")
-    finally:
-        db.close()
+    # one read snapshot for the vectors and the rows
+    with StoreFile.open_read_only(job.data_dir / DB_FILE) as store, store.snapshot():
+        states = store.event_states()
+        rows = delta.extract(store, base.events)
+        version = store.schema_version
     job.say(f"{len(rows['log'])} new log entries")
     files = [job.payload_of_bytes(delta.encode(rows), DELTA_PAYLOAD)]
     return {
@@ -250,7 +242,7 @@ def _write_logical(job: _Job, ident: Identity, events: Sequence[str] | None) -> 
         for event_id in chosen:
             if event_id not in replica.events():
                 raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
-        states = {e: s for e, s in event_states(replica.store.db).items() if e in chosen}
+        states = {e: s for e, s in replica.store.event_states().items() if e in chosen}
         job.say(f"exporting {job.kind} of {len(chosen)} events")
         with job.writer(f"{job.kind.value}.jsonl.gz") as out:
             for chunk in export_lines(replica, job.kind, chosen):

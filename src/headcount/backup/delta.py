@@ -13,15 +13,16 @@ and asks for a full backup.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 
-from headcount.core.chain import ZERO_HASH, compute_hash
+from headcount.core.chain import compute_hash
+from headcount.core.errors import StoreError
 from headcount.core.model import LogEntry
-from headcount.store.dbfile import hash_at
+from headcount.store.dbfile import StoreFile
+from headcount.store.deltarows import DeltaRows
 
 from .errors import CHAIN_BROKEN, CORRUPT, NEEDS_FULL, BackupError
 from .manifest import EventState
@@ -29,66 +30,42 @@ from .manifest import EventState
 DELTA_VERSION = 1
 
 
-def extract(db: sqlite3.Connection, base: Mapping[str, EventState]) -> dict[str, Any]:
-    """The rows of ``db`` beyond ``base`` (the parent's events). Call inside
-    one read transaction so that the rows and the caller's vectors agree.
+def extract(store: StoreFile, base: Mapping[str, EventState]) -> dict[str, Any]:
+    """The rows of ``store`` beyond ``base`` (the parent's events). Call inside
+    one :meth:`StoreFile.snapshot` so that the rows and the caller's vectors agree.
 
     Raises:
         BackupError: ``needs_full_backup`` if the store is behind or has
             diverged from the parent (it was restored since), or if
             compaction folded entries the parent lacks.
     """
-    _check_base(db, base)
-    log: list[list[Any]] = []
-    heads: list[list[Any]] = []
-    for (event,) in db.execute("SELECT event FROM events").fetchall():
-        have = base[event].vv if event in base else {}
-        devices = db.execute("SELECT DISTINCT device FROM log WHERE event=?", (event,))
-        for (device,) in devices.fetchall():
-            rows = db.execute(
-                "SELECT id, seq, hlc, upd, prev, hash FROM log "
-                "WHERE event=? AND device=? AND seq>?",
-                (event, device, have.get(device, 0)),
-            )
-            for row_id, seq, hlc, upd, prev, digest in rows:
-                log.append([row_id, event, device, seq, hlc, bytes(upd), _b(prev), bytes(digest)])
-        for device, seq, digest, sig in db.execute(
-            "SELECT device, seq, hash, sig FROM heads WHERE event=?", (event,)
-        ):
-            if seq > have.get(device, 0):
-                heads.append([event, device, seq, bytes(digest), bytes(sig)])
-    log.sort(key=lambda row: row[0])  # the order they were applied here: causal
+    _check_base(store, base)
+    rows = store.delta_since({event: state.vv for event, state in base.items()})
     return {
         "v": DELTA_VERSION,
-        "log": [row[1:] for row in log],
-        "heads": heads,
-        "events": [list(r) for r in db.execute("SELECT event, created_ms FROM events")],
-        "devices": [
-            [d, bytes(k), role, added, None if cert is None else bytes(cert)]
-            for d, k, role, added, cert in db.execute(
-                "SELECT device, public_key, role, added_ms, cert FROM devices"
-            )
-        ],
-        "quarantine": [
-            list(r) for r in db.execute("SELECT event, device, seq, detected_ms FROM quarantine")
-        ],
-        "hlc": int(_meta(db, "hlc") or 0),
+        "log": rows.log,
+        "heads": rows.heads,
+        "events": rows.events,
+        "devices": rows.devices,
+        "quarantine": rows.quarantine,
+        "hlc": rows.hlc,
     }
 
 
-def _check_base(db: sqlite3.Connection, base: Mapping[str, EventState]) -> None:
+def _check_base(store: StoreFile, base: Mapping[str, EventState]) -> None:
     # Compaction first: folded entries are gone from the log, which the
     # continuity check below would misreport as a store restored since.
-    for event, device, seq in db.execute("SELECT event, device, seq FROM horizons"):
-        if seq > (base[event].vv.get(device, 0) if event in base else 0):
-            raise BackupError(
-                f"event {event!r}: compaction folded entries of {device} up to {seq} that the "
-                "parent backup lacks; an incremental cannot hold them: take a full backup",
-                code=NEEDS_FULL,
-            )
+    for event, folded in store.horizons().items():
+        for device, seq in folded.items():
+            if seq > (base[event].vv.get(device, 0) if event in base else 0):
+                raise BackupError(
+                    f"event {event!r}: compaction folded entries of {device} up to {seq} that "
+                    "the parent backup lacks; an incremental cannot hold them: take a full backup",
+                    code=NEEDS_FULL,
+                )
     for event, state in base.items():
         for device, seq in state.vv.items():
-            digest = hash_at(db, event, device, seq)
+            digest = store.hash_at(event, device, seq)
             tip = state.tips.get(device)
             if digest is None or (tip is not None and digest.hex() != tip):
                 raise BackupError(
@@ -114,8 +91,9 @@ def decode(data: bytes) -> dict[str, Any]:
     return delta
 
 
-def apply(db: sqlite3.Connection, delta: Mapping[str, Any], backup_id: str) -> None:
-    """Replay ``delta`` onto the staged store ``db`` (inside the caller's transaction).
+def apply(store: StoreFile, delta: Mapping[str, Any], backup_id: str) -> None:
+    """Replay ``delta`` onto the staged ``store`` (inside the caller's
+    :meth:`StoreFile.write_transaction`).
 
     Raises:
         BackupError: ``chain_broken`` (an entry does not continue the staged
@@ -123,32 +101,18 @@ def apply(db: sqlite3.Connection, delta: Mapping[str, Any], backup_id: str) -> N
     """
     try:
         entries = [_entry(row) for row in delta["log"]]
-        _check_links(db, entries, backup_id)
-        db.executemany(
-            "INSERT INTO events(event, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            delta["events"],
+        _check_links(store, entries, backup_id)
+        log = [[e.event, e.device, e.seq, e.hlc, e.update, e.prev, e.digest] for e in entries]
+        rows = DeltaRows(
+            log=log,
+            heads=delta["heads"],
+            events=delta["events"],
+            devices=delta["devices"],
+            quarantine=delta["quarantine"],
+            hlc=int(delta["hlc"]),
         )
-        db.executemany(
-            "INSERT INTO log(event, device, seq, hlc, upd, prev, hash) VALUES (?,?,?,?,?,?,?)",
-            [(e.event, e.device, e.seq, e.hlc, e.update, e.prev, e.digest) for e in entries],
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO heads(event, device, seq, hash, sig) VALUES (?,?,?,?,?)",
-            delta["heads"],
-        )
-        db.executemany(
-            "INSERT INTO devices(device, public_key, role, added_ms, cert) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(device) DO UPDATE SET public_key=excluded.public_key, "
-            "role=excluded.role, cert=coalesce(excluded.cert, devices.cert)",
-            delta["devices"],
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO quarantine(event, device, seq, detected_ms) VALUES (?,?,?,?)",
-            delta["quarantine"],
-        )
-        hlc = max(int(delta["hlc"]), int(_meta(db, "hlc") or 0))
-        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('hlc', ?)", (hlc,))
-    except (KeyError, TypeError, ValueError, sqlite3.IntegrityError) as exc:
+        store.apply_delta(rows)
+    except (KeyError, TypeError, ValueError, StoreError) as exc:
         raise BackupError(
             f"backup {backup_id}: malformed incremental rows: {exc}", code=CORRUPT
         ) from None
@@ -161,19 +125,13 @@ def _entry(row: list[Any]) -> LogEntry:
     return entry
 
 
-def _check_links(db: sqlite3.Connection, entries: list[LogEntry], backup_id: str) -> None:
+def _check_links(store: StoreFile, entries: list[LogEntry], backup_id: str) -> None:
     """Every entry's hash is right and it follows the previous one of its device."""
     last: dict[tuple[str, str], tuple[int, bytes]] = {}
     for e in entries:
         key = (e.event, e.device)
         if key not in last:
-            row = db.execute(
-                "SELECT max(seq) FROM (SELECT seq FROM log WHERE event=? AND device=? "
-                "UNION ALL SELECT seq FROM horizons WHERE event=? AND device=?)",
-                (e.event, e.device, e.event, e.device),
-            ).fetchone()
-            top = int(row[0] or 0)
-            last[key] = (top, hash_at(db, e.event, e.device, top) or ZERO_HASH)
+            last[key] = store.chain_tip(e.event, e.device)
         seq, digest = last[key]
         if e.seq != seq + 1 or e.prev != digest or compute_hash(e) != e.digest:
             raise BackupError(
@@ -182,12 +140,3 @@ def _check_links(db: sqlite3.Connection, entries: list[LogEntry], backup_id: str
                 code=CHAIN_BROKEN,
             )
         last[key] = (e.seq, e.digest)
-
-
-def _meta(db: sqlite3.Connection, key: str) -> Any:
-    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-    return None if row is None else row[0]
-
-
-def _b(value: bytes | None) -> bytes:
-    return ZERO_HASH if value is None else bytes(value)

@@ -8,11 +8,11 @@ wrong; the message says which file and what to do.
 from __future__ import annotations
 
 import errno
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from headcount.core.errors import HeadcountError
+from headcount.store.errors import is_disk_full
 
 CORRUPT = "backup_corrupt"
 """A payload's bytes differ from its checksum, or do not decode."""
@@ -66,13 +66,10 @@ def disk_errors(what: str) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _disk_full(what) from None
         raise BackupError(f"cannot write {what}: {exc}", code=IO_ERROR) from None
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+    except Exception as exc:
+        if is_disk_full(exc):  # SQLite's own "database or disk is full"
             raise _disk_full(what) from None
         raise
-
-
-_SQLITE_FULL = 13
 
 
 def _disk_full(what: str) -> BackupError:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from headcount.core.identity import Identity
+from headcount.store.eventstate import EventState
 
 from . import signed
 from .errors import CORRUPT, INCOMPATIBLE, NOT_FOUND, TAMPERED, BackupError
@@ -74,17 +75,6 @@ class Kind(StrEnum):
     def is_chain(self) -> bool:
         """Restored by replacing the store (full, incremental), not by merging."""
         return self in (Kind.FULL, Kind.INCREMENTAL)
-
-
-@dataclass(frozen=True, slots=True)
-class EventState:
-    """An event's version vector and, per device, the hash (hex) of its entry there."""
-
-    vv: dict[str, int]
-    tips: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"vv": dict(sorted(self.vv.items())), "tips": dict(sorted(self.tips.items()))}
 
 
 @dataclass(frozen=True, slots=True)

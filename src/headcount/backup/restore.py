@@ -32,8 +32,8 @@ from headcount.core.errors import PermissionDeniedError
 from headcount.core.files import make_private_dir, publish, remove_tree, temp_dir_beside
 from headcount.core.identity import KEY_FILE, Identity, load_identity
 from headcount.pki.device import write_atomic
-from headcount.replica.replica import Replica, _lock
-from headcount.store.dbfile import connect_ro
+from headcount.replica.replica import Replica, lock_data_dir
+from headcount.store.dbfile import StoreFile
 from headcount.store.sqlite import DB_FILE, Durability
 
 from . import staging
@@ -225,7 +225,7 @@ def _replace(
 ) -> RestoreReport:
     """Swap a staged store into an existing data directory, under its lock."""
     lock_existed = (data_dir / "lock").exists()
-    fd = _lock(data_dir)
+    fd = lock_data_dir(data_dir)
     stage = data_dir / f".restore-{secrets.token_hex(4)}"
     swapped = False
     try:
@@ -316,13 +316,9 @@ def _check_trusted(data_dir: Path, target: Manifest) -> None:
         )
     if identity.public_key_raw == target.public_key:
         return
-    db = connect_ro(data_dir / DB_FILE)
-    try:
-        row = db.execute("SELECT public_key FROM devices WHERE device=?", (target.device,))
-        known = row.fetchone()
-    finally:
-        db.close()
-    if known is None or bytes(known[0]) != target.public_key:
+    with StoreFile.open_read_only(data_dir / DB_FILE) as store:
+        known = store.public_key(target.device)
+    if known != target.public_key:
         raise BackupError(
             f"backup {target.id} is signed by device {target.device}, which this device does "
             "not know: trust it first (enrol it in the organisation and sync)",

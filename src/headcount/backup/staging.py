@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from headcount.core.errors import StoreError
 from headcount.core.files import fsync_dir
 from headcount.core.identity import Identity
 from headcount.replica.replica import REJOIN_KEY, Replica
-from headcount.store.dbfile import event_states
+from headcount.store.dbfile import StoreFile
 from headcount.store.sqlite import DB_FILE, Store
 
 from . import delta
@@ -65,24 +64,17 @@ def stage_store(
             out.write(piece)
         out.flush()
         os.fsync(out.fileno())
-    db = sqlite3.connect(target, isolation_level=None)
-    try:
-        _check_integrity(db, full.id)
-        db.execute("BEGIN IMMEDIATE")
-        for inc in chain[1:]:
-            say(f"replaying incremental {inc.id}")
-            delta.apply(db, _delta_of(inc, source, keyring), inc.id)
-        _check_vectors(db, chain[-1])
-        events = [e for (e,) in db.execute("SELECT event FROM events ORDER BY event")]
-        db.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-            (REJOIN_KEY, json.dumps(events)),
-        )
-        db.execute("COMMIT")
-        _check_integrity(db, chain[-1].id)
-        db.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        db.close()
+    with StoreFile.open_writable(target) as staged:
+        _check_integrity(staged, full.id)
+        with staged.write_transaction():
+            for inc in chain[1:]:
+                say(f"replaying incremental {inc.id}")
+                delta.apply(staged, _delta_of(inc, source, keyring), inc.id)
+            _check_vectors(staged, chain[-1])
+            events = staged.events()
+            staged.set_meta(REJOIN_KEY, json.dumps(events))
+        _check_integrity(staged, chain[-1].id)
+        staged.use_rollback_journal()
     return events
 
 
@@ -96,17 +88,14 @@ def _delta_of(m: Manifest, source: Path, keyring: KeyRing) -> dict:
     )
 
 
-def _check_integrity(db: sqlite3.Connection, backup_id: str) -> None:
-    try:
-        result = db.execute("PRAGMA integrity_check").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        result = str(exc)
+def _check_integrity(staged: StoreFile, backup_id: str) -> None:
+    result = staged.integrity_check()
     if result != "ok":
         raise BackupError(f"the store in backup {backup_id} is damaged: {result}", code=CORRUPT)
 
 
-def _check_vectors(db: sqlite3.Connection, target: Manifest) -> None:
-    got = {e: s.vv for e, s in event_states(db).items()}
+def _check_vectors(staged: StoreFile, target: Manifest) -> None:
+    got = {e: s.vv for e, s in staged.event_states().items()}
     want = {e: s.vv for e, s in target.events.items()}
     if got != want:
         raise BackupError(
@@ -131,11 +120,8 @@ def prove(staged: Path, identity: Identity, say: ProgressFn) -> dict[str, int]:
             scans = {e: replica.status(e).scans for e in replica.events()}
         finally:
             replica.close()
-        db = sqlite3.connect(staged)
-        try:
-            db.execute("PRAGMA journal_mode=DELETE")  # one self-contained file again
-        finally:
-            db.close()
+        with StoreFile.open_writable(staged) as done:
+            done.use_rollback_journal()  # one self-contained file again
     except StoreError as exc:
         raise BackupError(
             f"the restored store does not load: {exc.message}", code=CORRUPT
@@ -172,13 +158,9 @@ def swap_in(data_dir: Path, staged: Path, say: ProgressFn) -> Path | None:
 
 
 def _checkpoint(live: Path) -> None:
-    db = sqlite3.connect(live, isolation_level=None)
-    try:
-        db.execute("PRAGMA busy_timeout=5000")
-        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    finally:
-        db.close()
-    if busy:
+    with StoreFile.open_writable(live) as store:
+        done = store.checkpoint()
+    if not done:
         raise StoreError(
             f"another process is reading {live}: stop it and restore again", code="locked"
         )

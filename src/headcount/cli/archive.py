@@ -23,8 +23,6 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from headcount.archive.errors import ArchiveError
 from headcount.archive.reader import ArchiveQuery, default_archive_dir, entries, verify
 from headcount.archive.records import KINDS
@@ -37,7 +35,7 @@ from headcount.core.identity import load_identity
 from headcount.replica.replica import Replica, wall_clock_ms
 from headcount.service.housekeeping import log_to_stderr
 from headcount.service.journal import iso_time
-from headcount.store.dbfile import connect_ro
+from headcount.store.dbfile import StoreFile
 from headcount.store.sqlite import DB_FILE
 
 from .backup import (
@@ -298,22 +296,17 @@ def _archived_events(args: argparse.Namespace) -> list[dict[str, Any]]:
     path = data_dir_from(args) / DB_FILE
     if not path.is_file():
         return []
-    db = connect_ro(path)
-    try:
-        rows = db.execute(
-            "SELECT event, archived_ms, location, vv FROM archived ORDER BY event"
-        ).fetchall()
-    finally:
-        db.close()
+    with StoreFile.open_read_only(path) as store:
+        archived = store.archived()
     return [
         {
             "event": e,
-            "archived": iso_time(int(ms)),
+            "archived": iso_time(ms),
             "location": loc,
-            "vv": msgpack.unpackb(vv),
+            "vv": vv,
             "archive_present": Path(loc).is_dir(),
         }
-        for e, ms, loc, vv in rows
+        for e, (ms, loc, vv) in archived.items()
     ]
 
 

@@ -27,10 +27,11 @@ from headcount.core.errors import (
     RemoteProtocolError,
     StoreError,
 )
-from headcount.core.event import Event, check_id
+from headcount.core.event import Event
 from headcount.core.eventdoc import EventDoc
 from headcount.core.hlc import DEFAULT_FUTURE_TOLERANCE_MS, HybridClock
 from headcount.core.identity import Identity, Role, create_identity, default_data_dir, load_identity
+from headcount.core.ids import check_id
 from headcount.core.model import (
     CheckInResult,
     Conflict,
@@ -140,7 +141,7 @@ class Replica:
             choices = ", ".join(d.value for d in Durability)
             raise InputError(f"durability must be one of {choices}, not {durability!r}") from None
         identity = load_identity(path)
-        lock_fd = None if read_only else _lock(path)
+        lock_fd = None if read_only else lock_data_dir(path)
         try:
             store = Store(path / DB_FILE, durability)
         except BaseException:
@@ -660,7 +661,13 @@ def _shape_error(entry: object) -> str | None:
     return None
 
 
-def _lock(path: Path) -> int:
+def lock_data_dir(path: Path) -> int:
+    """Take the data directory's exclusive lock (held until the returned file
+    descriptor is closed, or the process dies).
+
+    Raises:
+        StoreError: ``locked``: another process holds it.
+    """
     fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,39 +1,224 @@
-"""A store's SQLite file read directly: consistent copies, vectors and chain tips.
+"""A store's SQLite file opened directly, without a :class:`~headcount.store.Store`.
 
-Backups never go through the writer's connection: they open their own,
-read-only, so they work while the gate daemon or the relay holds the data
-directory. In WAL mode a reader sees one consistent snapshot for the length
-of its read transaction, and the online backup API copies the database as
-of one such snapshot.
+Backups and archives never go through the writer's connection: they open
+their own, read-only, so they work while the gate daemon or the relay holds
+the data directory. In WAL mode a reader sees one consistent snapshot for
+the length of its read transaction (:meth:`StoreFile.snapshot`), and the
+online backup API (:func:`copy_store`) copies the database as of one such
+snapshot.
+
+A restore builds its store in a staged file that no :class:`Store` holds,
+and writes it through a writable :class:`StoreFile`; it also checkpoints the
+live file under the data directory's lock before swapping the staged one in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 
-from headcount.backup.manifest import EventState
 from headcount.core.errors import StoreError
 
-ProgressFn = Callable[[str], None]
+from . import deltarows, eventrows
+from .deltarows import DeltaRows
+from .eventrows import EventRows
+from .eventstate import EventState, chain_tip, event_states, hash_at
+from .peers import Archived, read_acks, read_archived, read_public_key
+from .sqlite import read_meta, write_meta
 
 
-def connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the store at ``path``.
+class StoreFile:
+    """A direct connection to a store's SQLite file (see the module docstring).
 
-    Raises:
-        StoreError: no store there (``not_initialised``) or it cannot be opened.
+    Open with :meth:`open_read_only` or :meth:`open_writable`; use as a
+    context manager (closed on exit). Reads outside :meth:`snapshot` each
+    see the store as of their own statement.
     """
-    if not path.is_file():
-        raise StoreError(f"no store at {path}: run `headcount init` first", code="not_initialised")
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("PRAGMA query_only=1")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open store {path}: {exc}") from None
-    return db
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        """Wrap ``db`` (opened with ``isolation_level=None``); prefer the constructors."""
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> StoreFile:
+        """A read-only connection to the store at ``path`` (it may be in use).
+
+        Raises:
+            StoreError: no store there (``not_initialised``) or it cannot be opened.
+        """
+        if not path.is_file():
+            raise StoreError(
+                f"no store at {path}: run `headcount init` first", code="not_initialised"
+            )
+        return cls(_connect(path, "ro", "PRAGMA query_only=1"), path)
+
+    @classmethod
+    def open_writable(cls, path: Path) -> StoreFile:
+        """A writable connection to the existing file ``path``, which no
+        :class:`Store` may hold: a staged restore, or the live store under the
+        data directory's lock.
+
+        Raises:
+            StoreError: ``path`` cannot be opened (or does not exist).
+        """
+        return cls(_connect(path, "rw"), path)
+
+    def close(self) -> None:
+        """Close the connection (an open transaction is rolled back). Idempotent."""
+        self._db.close()
+
+    def __enter__(self) -> StoreFile:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transactions -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every read inside sees the same state. Inside
+        another transaction, part of it."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """One write transaction, committed when the block ends, rolled back
+        if it raises.
+
+        Raises:
+            sqlite3.OperationalError: a write or the commit failed
+                (:func:`~headcount.store.errors.is_disk_full` tells a full disk).
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- the file -------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        """The store's schema version (``PRAGMA user_version``)."""
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        """SQLite's integrity check: ``"ok"``, else the first problem found
+        (a file that is no database at all included)."""
+        try:
+            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+
+    def use_rollback_journal(self) -> None:
+        """Leave WAL mode: the file is one self-contained database again."""
+        self._db.execute("PRAGMA journal_mode=DELETE")
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and truncate it.
+
+        Returns:
+            False if another process is reading and kept part of the log.
+        """
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
+
+    # -- reads ----------------------------------------------------------------
+
+    def events(self) -> list[str]:
+        """The live events, sorted."""
+        return [e for (e,) in self._db.execute("SELECT event FROM events ORDER BY event")]
+
+    def meta(self, key: str, default: object = None) -> object:
+        """The metadata value stored under ``key``, else ``default``."""
+        return read_meta(self._db, key, default)
+
+    def public_key(self, device: str) -> bytes | None:
+        """The public key of a known device (None: unknown)."""
+        return read_public_key(self._db, device)
+
+    def acks(self, event: str) -> dict[str, dict[str, int]]:
+        """Per peer, the version vector of ``event`` it acknowledged (as
+        written: a running store holds newer ones in memory until it saves them)."""
+        return read_acks(self._db, event)
+
+    def archived(self) -> Archived:
+        """Archived events, ordered: ``event -> (archived_ms, location, version vector)``."""
+        return read_archived(self._db)
+
+    def event_states(self) -> dict[str, EventState]:
+        """Every event's version vector and chain tips (folded entries included)."""
+        return event_states(self._db)
+
+    def hash_at(self, event: str, device: str, seq: int) -> bytes | None:
+        """The hash of entry ``seq`` of ``device`` (logged, or the compaction
+        anchor); None if neither is here."""
+        return hash_at(self._db, event, device, seq)
+
+    def chain_tip(self, event: str, device: str) -> tuple[int, bytes]:
+        """``(seq, hash)`` of the newest entry of ``device`` (logged or folded);
+        ``(0, ZERO_HASH)`` if none."""
+        return chain_tip(self._db, event, device)
+
+    def horizons(self) -> dict[str, dict[str, int]]:
+        """Per event, per device, the sequence number compaction folded up to."""
+        out: dict[str, dict[str, int]] = {}
+        for event, device, seq in self._db.execute("SELECT event, device, seq FROM horizons"):
+            out.setdefault(event, {})[device] = int(seq)
+        return out
+
+    def newest_hlc(self, event: str) -> int:
+        """The clock value of the event's newest logged or pending entry (0 if none)."""
+        return eventrows.newest_hlc(self._db, event)
+
+    def event_rows(self, event: str) -> EventRows:
+        """Every row of ``event``, read in one snapshot (see :class:`EventRows`).
+
+        Raises:
+            StoreError: ``not_found``: no such event.
+        """
+        with self.snapshot():
+            return eventrows.read_event_rows(self._db, event)
+
+    def delta_since(self, base: Mapping[str, Mapping[str, int]]) -> DeltaRows:
+        """The rows beyond ``base`` (per event, a version vector; see
+        :class:`DeltaRows`). Call inside :meth:`snapshot` to agree with other reads."""
+        return deltarows.extract(self._db, base)
+
+    # -- writes (inside write_transaction) -------------------------------------
+
+    def set_meta(self, key: str, value: object) -> None:
+        """Store a metadata value (a string, number or bytes)."""
+        write_meta(self._db, key, value)
+
+    def apply_delta(self, rows: DeltaRows) -> None:
+        """Write ``rows`` (see :func:`~headcount.store.deltarows.apply`) inside
+        the caller's :meth:`write_transaction`. Hash chains are not checked here.
+
+        Raises:
+            StoreError: ``constraint_failed``: a row does not fit the store.
+        """
+        deltarows.apply(self._db, rows)
 
 
 def copy_store(source: Path, target: Path) -> int:
@@ -43,48 +228,26 @@ def copy_store(source: Path, target: Path) -> int:
 
     Returns:
         The store's schema version (``PRAGMA user_version``).
+
+    Raises:
+        StoreError: no store at ``source``, or it cannot be opened.
     """
-    src = connect_ro(source)
+    with (
+        StoreFile.open_read_only(source) as src,
+        StoreFile(sqlite3.connect(target, isolation_level=None), target) as copy,
+    ):
+        src._db.backup(copy._db)  # all pages in one step: one read snapshot
+        copy.use_rollback_journal()
+        return copy.schema_version
+
+
+def _connect(path: Path, mode: str, *pragmas: str) -> sqlite3.Connection:
     try:
-        dst = sqlite3.connect(target, isolation_level=None)
-        try:
-            src.backup(dst)  # all pages in one step: one read snapshot
-            dst.execute("PRAGMA journal_mode=DELETE")
-            return schema_version(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
-
-
-def schema_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def event_states(db: sqlite3.Connection) -> dict[str, EventState]:
-    """Every event's version vector and chain tips (compacted entries included)."""
-    vv: dict[str, dict[str, int]] = {e: {} for (e,) in db.execute("SELECT event FROM events")}
-    tips: dict[str, dict[str, str]] = {e: {} for e in vv}
-    rows = db.execute(
-        "SELECT l.event, l.device, l.seq, l.hash FROM log l JOIN "
-        "(SELECT event, device, max(seq) AS top FROM log GROUP BY event, device) m "
-        "ON l.event = m.event AND l.device = m.device AND l.seq = m.top"
-    )
-    for event, device, seq, digest in rows:
-        vv.setdefault(event, {})[device] = seq
-        tips.setdefault(event, {})[device] = bytes(digest).hex()
-    for event, device, seq, digest in db.execute("SELECT event, device, seq, hash FROM horizons"):
-        if seq > vv.setdefault(event, {}).get(device, 0):
-            vv[event][device] = seq
-            tips.setdefault(event, {})[device] = bytes(digest).hex()
-    return {e: EventState(vv[e], tips.get(e, {})) for e in sorted(vv)}
-
-
-def hash_at(db: sqlite3.Connection, event: str, device: str, seq: int) -> bytes | None:
-    """The hash of entry ``seq`` of ``device`` (logged, or the compaction anchor)."""
-    row = db.execute(
-        "SELECT hash FROM log WHERE event=? AND device=? AND seq=? UNION ALL "
-        "SELECT hash FROM horizons WHERE event=? AND device=? AND seq=?",
-        (event, device, seq, event, device, seq),
-    ).fetchone()
-    return None if row is None else bytes(row[0])
+        uri = f"{path.resolve().as_uri()}?mode={mode}"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=5000")
+        for pragma in pragmas:
+            db.execute(pragma)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from None
+    return db

@@ -5,8 +5,10 @@ group commit need from the storage under them.
 relays alike; every implementation and configuration must pass the shared
 conformance suite in ``tests/store_conformance.py`` (run by
 ``tests/test_store_conformance.py``), which is how a store shared by several
-relay processes will be admitted later. Backups (``headcount.backup``) work
-on the SQLite file itself and are specific to that implementation.
+relay processes will be admitted later. Backups and archives
+(``headcount.backup``, ``headcount.archive``) work on the SQLite file itself,
+through :class:`headcount.store.dbfile.StoreFile`, and are specific to that
+implementation.
 
 Contract, for every method that writes: atomic; durable when it returns
 (per the store's durability), except inside :meth:`LogStore.deferred`, where
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Protocol
 
 from headcount.core.chain import Head
 from headcount.core.model import LogEntry
@@ -35,7 +37,7 @@ class LogStore(Protocol):
     synced_gen: int
 
     # transactions and group commit
-    def transaction(self) -> AbstractContextManager[Any]: ...
+    def transaction(self) -> AbstractContextManager[None]: ...
     def deferred(self) -> AbstractContextManager[None]: ...
     def atomic(self) -> AbstractContextManager[None]: ...
     @property

@@ -14,6 +14,8 @@ from headcount.core.chain import ZERO_HASH, Head, entry_hash
 from headcount.core.errors import BehindHorizonError
 from headcount.core.model import LogEntry
 
+from .eventstate import EventState, event_states
+
 
 class Durability(StrEnum):
     """How hard the store works before an operation returns.
@@ -38,13 +40,13 @@ class Snapshot:
 class LogTables:
     """Events, the log, pending entries, snapshots and heads."""
 
-    db: sqlite3.Connection
+    _db: sqlite3.Connection
 
     # -- events and log -----------------------------------------------------
 
     def _event_set(self) -> set[str]:
         if self._events is None:
-            self._events = {r[0] for r in self.db.execute("SELECT event FROM events")}
+            self._events = {r[0] for r in self._db.execute("SELECT event FROM events")}
         return self._events
 
     def events(self) -> list[str]:
@@ -55,7 +57,7 @@ class LogTables:
 
     def add_event(self, event: str, created_ms: int) -> None:
         with self.transaction():
-            self.db.execute(
+            self._db.execute(
                 "INSERT OR IGNORE INTO events(event, created_ms) VALUES (?, ?)", (event, created_ms)
             )
             self._event_set().add(event)
@@ -99,14 +101,14 @@ class LogTables:
     def _write(self, entries: list[LogEntry], hlc: int) -> None:
         self._add_events({(e.event, e.hlc >> 16) for e in entries})
         self._touch(*{e.event for e in entries})
-        self.db.executemany(
+        self._db.executemany(
             "INSERT INTO log(event, device, seq, hlc, upd, prev, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(e.event, e.device, e.seq, e.hlc, e.update, e.prev, entry_hash(e)) for e in entries],
         )
         waiting = [e for e in entries if (e.device, e.seq) in self.pending_keys(e.event)]
         if waiting:
-            self.db.executemany(
+            self._db.executemany(
                 "DELETE FROM pending WHERE event=? AND device=? AND seq=?",
                 [(e.event, e.device, e.seq) for e in waiting],
             )
@@ -126,7 +128,7 @@ class LogTables:
         known = self._event_set()
         new = {(event, ms) for event, ms in rows if event not in known}
         if new:
-            self.db.executemany(
+            self._db.executemany(
                 "INSERT INTO events(event, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING", new
             )
             known.update(event for event, _ in new)
@@ -136,7 +138,7 @@ class LogTables:
         with self.transaction():
             self._add_events({(e.event, e.hlc >> 16) for e in entries})
             self._touch(*{e.event for e in entries})
-            self.db.executemany(
+            self._db.executemany(
                 "INSERT OR IGNORE INTO pending(event, device, seq, hlc, upd, prev, hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -152,14 +154,14 @@ class LogTables:
         dependencies (do not modify the result)."""
         keys = self._pending.get(event)
         if keys is None:
-            rows = self.db.execute("SELECT device, seq FROM pending WHERE event=?", (event,))
+            rows = self._db.execute("SELECT device, seq FROM pending WHERE event=?", (event,))
             keys = self._pending[event] = {(d, s) for d, s in rows}
         return keys
 
     def pending(self, event: str) -> list[LogEntry]:
         if not self.pending_keys(event):
             return []
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT device, seq, hlc, upd, prev FROM pending WHERE event=? ORDER BY device, seq",
             (event,),
         )
@@ -168,7 +170,7 @@ class LogTables:
     def _log_vv(self, event: str) -> dict[str, int]:
         vv = self._vv.get(event)
         if vv is None:
-            rows = self.db.execute(
+            rows = self._db.execute(
                 "SELECT device, max(seq) FROM log WHERE event=? GROUP BY device", (event,)
             )
             vv = self._vv[event] = {d: s for d, s in rows}
@@ -201,7 +203,7 @@ class LogTables:
                 raise BehindHorizonError(
                     f"entries of {device} up to {folded[device][0]} were folded into a snapshot"
                 )
-            rows = self.db.execute(
+            rows = self._db.execute(
                 "SELECT id, seq, hlc, upd, prev FROM log WHERE event=? AND device=? AND seq>? "
                 "ORDER BY seq",
                 (event, device, have),
@@ -210,21 +212,27 @@ class LogTables:
         out.sort(key=lambda pair: pair[0])
         return [e for _, e in out]
 
+    def event_states(self) -> dict[str, EventState]:
+        """Every event's version vector and chain tips as a backup records them
+        (folded entries included; buffered entries are written first)."""
+        self.flush()
+        return event_states(self._db)
+
     def log_count(self, event: str) -> int:
         return int(
-            self.db.execute("SELECT count(*) FROM log WHERE event=?", (event,)).fetchone()[0]
+            self._db.execute("SELECT count(*) FROM log WHERE event=?", (event,)).fetchone()[0]
         )
 
     def log_bytes(self, event: str) -> int:
-        row = self.db.execute("SELECT sum(length(upd)) FROM log WHERE event=?", (event,)).fetchone()
-        return int(row[0] or 0)
+        row = self._db.execute("SELECT sum(length(upd)) FROM log WHERE event=?", (event,))
+        return int(row.fetchone()[0] or 0)
 
     # -- snapshots ------------------------------------------------------
 
     def snapshot(self, event: str) -> Snapshot | None:
         """The event's latest snapshot, or None if there is none or it fails
         its checksum (the full log is then replayed instead)."""
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT upto, state, sha256 FROM snapshots WHERE event=?", (event,)
         ).fetchone()
         if row is None or hashlib.sha256(row[1]).digest() != bytes(row[2]):
@@ -237,25 +245,25 @@ class LogTables:
 
     def _put_snapshot(self, event: str, upto: int, state: bytes, created_ms: int) -> None:
         self._touch(event)
-        self.db.execute(
+        self._db.execute(
             "INSERT OR REPLACE INTO snapshots(event, upto, state, sha256, created_ms) "
             "VALUES (?, ?, ?, ?, ?)",
             (event, upto, state, hashlib.sha256(state).digest(), created_ms),
         )
 
     def log_tail(self, event: str, after: int) -> list[LogEntry]:
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT device, seq, hlc, upd, prev FROM log WHERE event=? AND id>? ORDER BY id",
             (event, after),
         )
         return [_entry(event, d, s, h, u, p) for d, s, h, u, p in rows]
 
     def tail_count(self, event: str, after: int) -> int:
-        row = self.db.execute("SELECT count(*) FROM log WHERE event=? AND id>?", (event, after))
+        row = self._db.execute("SELECT count(*) FROM log WHERE event=? AND id>?", (event, after))
         return int(row.fetchone()[0])
 
     def last_log_id(self, event: str) -> int:
-        row = self.db.execute("SELECT max(id) FROM log WHERE event=?", (event,)).fetchone()
+        row = self._db.execute("SELECT max(id) FROM log WHERE event=?", (event,)).fetchone()
         return int(row[0] or 0)
 
     # -- chains, heads, devices ---------------------------------------------
@@ -271,7 +279,7 @@ class LogTables:
         if anchor is not None and anchor[0] == seq:
             return anchor[1]
         for table in ("log", "pending"):
-            row = self.db.execute(
+            row = self._db.execute(
                 f"SELECT hash FROM {table} WHERE event=? AND device=? AND seq=?",
                 (event, device, seq),
             ).fetchone()
@@ -281,7 +289,7 @@ class LogTables:
 
     def entries_range(self, event: str, device: str, first: int, last: int) -> list[LogEntry]:
         self.flush()
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT seq, hlc, upd, prev FROM log "
             "WHERE event=? AND device=? AND seq BETWEEN ? AND ? "
             "ORDER BY seq",
@@ -293,14 +301,14 @@ class LogTables:
         heads = list(heads)
         with self.transaction():
             self._touch(*{h.event for h in heads})
-            self.db.executemany(
+            self._db.executemany(
                 "INSERT OR IGNORE INTO heads(event, device, seq, hash, sig) VALUES (?, ?, ?, ?, ?)",
                 [(h.event, h.device, h.seq, h.hash, h.sig) for h in heads],
             )
 
     def head_at_or_below(self, event: str, device: str, seq: int) -> Head | None:
         """The highest signed head of ``device`` at or below ``seq``."""
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT seq, hash, sig FROM heads WHERE event=? AND device=? AND seq<=? "
             "ORDER BY seq DESC LIMIT 1",
             (event, device, seq),
@@ -308,7 +316,7 @@ class LogTables:
         return None if row is None else Head(event, device, row[0], bytes(row[1]), bytes(row[2]))
 
     def head_at_or_after(self, event: str, device: str, seq: int) -> Head | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT seq, hash, sig FROM heads WHERE event=? AND device=? AND seq>=? "
             "ORDER BY seq LIMIT 1",
             (event, device, seq),

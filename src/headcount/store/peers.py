@@ -11,12 +11,20 @@ from collections.abc import Collection, Mapping
 import msgpack
 
 Horizon = dict[str, tuple[int, bytes]]
+Archived = dict[str, tuple[int, str, dict[str, int]]]
+
+UPSERT_DEVICE = (
+    "INSERT INTO devices(device, public_key, role, added_ms, cert) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(device) DO UPDATE SET public_key=excluded.public_key, "
+    "role=excluded.role, cert=coalesce(excluded.cert, devices.cert)"
+)
+"""Add a device or update its key and role; a certificate once known is kept."""
 
 
 class PeerTables:
     """Devices, quarantine, acknowledgements, horizons and archived events."""
 
-    db: sqlite3.Connection
+    _db: sqlite3.Connection
 
     def trust(
         self, device: str, public_key: bytes, role: str, now_ms: int, cert: bytes | None = None
@@ -25,13 +33,7 @@ class PeerTables:
         and the certificate that vouched for it, if any."""
         with self.transaction():
             self._touch(None)
-            self.db.execute(
-                "INSERT INTO devices(device, public_key, role, added_ms, cert) "
-                "VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(device) DO UPDATE SET public_key=excluded.public_key, "
-                "role=excluded.role, cert=coalesce(excluded.cert, devices.cert)",
-                (device, public_key, role, now_ms, cert),
-            )
+            self._db.execute(UPSERT_DEVICE, (device, public_key, role, now_ms, cert))
             self._keys.pop(device, None)
             self._certs = None
 
@@ -39,7 +41,7 @@ class PeerTables:
         """The certificates that vouched for known devices (of ``devices``
         only, if given): device id -> DER."""
         if self._certs is None:
-            rows = self.db.execute("SELECT device, cert FROM devices WHERE cert IS NOT NULL")
+            rows = self._db.execute("SELECT device, cert FROM devices WHERE cert IS NOT NULL")
             self._certs = {d: bytes(c) for d, c in rows}
         if devices is None:
             return dict(self._certs)
@@ -47,20 +49,17 @@ class PeerTables:
 
     def public_key(self, device: str) -> bytes | None:
         if device not in self._keys:
-            row = self.db.execute(
-                "SELECT public_key FROM devices WHERE device=?", (device,)
-            ).fetchone()
-            self._keys[device] = None if row is None else bytes(row[0])
+            self._keys[device] = read_public_key(self._db, device)
         return self._keys[device]
 
     def devices(self) -> dict[str, str]:
         """Every known device and its role."""
-        return dict(self.db.execute("SELECT device, role FROM devices").fetchall())
+        return dict(self._db.execute("SELECT device, role FROM devices").fetchall())
 
     def quarantine(self, event: str, device: str, seq: int, now_ms: int) -> None:
         with self.transaction():
             self._touch(event)
-            self.db.execute(
+            self._db.execute(
                 "INSERT OR IGNORE INTO quarantine(event, device, seq, detected_ms) "
                 "VALUES (?, ?, ?, ?)",
                 (event, device, seq, now_ms),
@@ -71,7 +70,7 @@ class PeerTables:
         """The devices whose entries of ``event`` are refused (do not modify)."""
         known = self._quarantined.get(event)
         if known is None:
-            rows = self.db.execute("SELECT device FROM quarantine WHERE event=?", (event,))
+            rows = self._db.execute("SELECT device FROM quarantine WHERE event=?", (event,))
             known = self._quarantined[event] = {r[0] for r in rows}
         return known
 
@@ -94,7 +93,7 @@ class PeerTables:
         if self._acks:
             self._touch(None)
             rows = [(p, e, msgpack.packb(vv), ms) for (p, e), (vv, ms) in self._acks.items()]
-            self.db.executemany(
+            self._db.executemany(
                 "INSERT OR REPLACE INTO peer_acks(peer, event, vv, at_ms) VALUES (?, ?, ?, ?)",
                 rows,
             )
@@ -102,14 +101,13 @@ class PeerTables:
 
     def acks(self, event: str) -> dict[str, dict[str, int]]:
         """Per peer, the version vector it last acknowledged for ``event``."""
-        rows = self.db.execute("SELECT peer, vv FROM peer_acks WHERE event=?", (event,))
-        out = {peer: msgpack.unpackb(vv) for peer, vv in rows}
+        out = read_acks(self._db, event)
         out.update({p: dict(vv) for (p, e), (vv, _) in self._acks.items() if e == event})
         return out
 
     def ack_times(self, event: str) -> dict[str, int]:
         """Per peer, when (wall ms) it last acknowledged ``event``."""
-        rows = self.db.execute("SELECT peer, at_ms FROM peer_acks WHERE event=?", (event,))
+        rows = self._db.execute("SELECT peer, at_ms FROM peer_acks WHERE event=?", (event,))
         out = {str(peer): int(at) for peer, at in rows}
         out.update({p: ms for (p, e), (_, ms) in self._acks.items() if e == event})
         return out
@@ -119,7 +117,9 @@ class PeerTables:
         its hash (do not modify the result)."""
         known = self._horizons.get(event)
         if known is None:
-            rows = self.db.execute("SELECT device, seq, hash FROM horizons WHERE event=?", (event,))
+            rows = self._db.execute(
+                "SELECT device, seq, hash FROM horizons WHERE event=?", (event,)
+            )
             known = self._horizons[event] = {d: (s, bytes(h)) for d, s, h in rows}
         return known
 
@@ -134,17 +134,17 @@ class PeerTables:
         with self.transaction():
             self._put_snapshot(event, upto, state, created_ms)
             for device, (seq, digest) in anchors.items():
-                self.db.execute(
+                self._db.execute(
                     "INSERT INTO horizons(event, device, seq, hash) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(event, device) DO UPDATE SET seq=excluded.seq, hash=excluded.hash "
                     "WHERE excluded.seq > horizons.seq",
                     (event, device, seq, digest),
                 )
-                cur = self.db.execute(
+                cur = self._db.execute(
                     "DELETE FROM log WHERE event=? AND device=? AND seq<=?", (event, device, seq)
                 )
                 deleted += cur.rowcount
-                self.db.execute(
+                self._db.execute(
                     "DELETE FROM pending WHERE event=? AND device=? AND seq<=?",
                     (event, device, seq),
                 )
@@ -166,10 +166,10 @@ class PeerTables:
         with self.transaction():
             self._touch(event)
             for table in ("log", "snapshots", "pending", "heads", "quarantine", "peer_acks"):
-                self.db.execute(f"DELETE FROM {table} WHERE event=?", (event,))
-            self.db.execute("DELETE FROM horizons WHERE event=?", (event,))
-            self.db.execute("DELETE FROM events WHERE event=?", (event,))
-            self.db.execute(
+                self._db.execute(f"DELETE FROM {table} WHERE event=?", (event,))
+            self._db.execute("DELETE FROM horizons WHERE event=?", (event,))
+            self._db.execute("DELETE FROM events WHERE event=?", (event,))
+            self._db.execute(
                 "INSERT OR REPLACE INTO archived(event, archived_ms, location, vv) "
                 "VALUES (?, ?, ?, ?)",
                 (event, archived_ms, location, msgpack.packb(vv)),
@@ -180,19 +180,35 @@ class PeerTables:
             self._event_set().discard(event)
             self._archived = None
 
-    def archived(self) -> dict[str, tuple[int, str, dict[str, int]]]:
+    def archived(self) -> Archived:
         """Archived events: ``event -> (archived_ms, location, version vector)``
         (do not modify the result)."""
         if self._archived is None:
-            rows = self.db.execute("SELECT event, archived_ms, location, vv FROM archived")
-            self._archived = {
-                e: (int(ms), str(loc), msgpack.unpackb(vv)) for e, ms, loc, vv in rows
-            }
+            self._archived = read_archived(self._db)
         return self._archived
 
     def unarchive(self, event: str) -> None:
         """Forget that ``event`` was archived (before restoring it from its archive)."""
         with self.transaction():
             self._touch(event)
-            self.db.execute("DELETE FROM archived WHERE event=?", (event,))
+            self._db.execute("DELETE FROM archived WHERE event=?", (event,))
             self._archived = None
+
+
+def read_public_key(db: sqlite3.Connection, device: str) -> bytes | None:
+    """The public key of ``device`` in the store ``db`` (None: unknown)."""
+    row = db.execute("SELECT public_key FROM devices WHERE device=?", (device,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def read_acks(db: sqlite3.Connection, event: str) -> dict[str, dict[str, int]]:
+    """Per peer, the version vector of ``event`` it acknowledged, as written to ``db``."""
+    rows = db.execute("SELECT peer, vv FROM peer_acks WHERE event=?", (event,))
+    return {str(peer): msgpack.unpackb(vv) for peer, vv in rows}
+
+
+def read_archived(db: sqlite3.Connection) -> Archived:
+    """The events ``db`` remembers as archived: ``event -> (archived_ms,
+    location, version vector)``, ordered by event."""
+    rows = db.execute("SELECT event, archived_ms, location, vv FROM archived ORDER BY event")
+    return {e: (int(ms), str(loc), msgpack.unpackb(vv)) for e, ms, loc, vv in rows}

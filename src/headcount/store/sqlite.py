@@ -3,7 +3,7 @@
 Holds every event's log (local and remote entries, numbered per device),
 snapshots for fast start-up, entries waiting for missing dependencies, and a
 little metadata (the hybrid clock's high-water mark). The schema and its
-migrations are in :mod:`headcount.storeschema`.
+migrations are in :mod:`headcount.store.schema`.
 
 Three things keep a busy relay off the disk's critical path:
 
@@ -79,17 +79,18 @@ class Store(LogTables, PeerTables):
         self.synced_gen = 0  # commits known to be on disk
         self._commit_of: dict[str | None, int] = {}  # per event, its last unsynced commit
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            # Private: callers outside the store package get methods, never SQL.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
             sync = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[durability.value]
-            self.db.execute(f"PRAGMA synchronous={sync}")
-            self.db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA synchronous={sync}")
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"store {self.path} has schema version {version}; this headcount "
@@ -100,43 +101,43 @@ class Store(LogTables, PeerTables):
             with self.transaction():
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
-                        self.db.execute(statement)
+                        self._db.execute(statement)
                 if number + 1 in FIXUPS:
-                    FIXUPS[number + 1](self.db)
-                self.db.execute(f"PRAGMA user_version={number + 1}")
+                    FIXUPS[number + 1](self._db)
+                self._db.execute(f"PRAGMA user_version={number + 1}")
 
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     # -- transactions and group commit ----------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[None]:
         """One atomic SQLite transaction, durable (per the durability setting)
         when it returns -- unless inside :meth:`deferred`, where it joins the
         open group that :meth:`commit_group` makes durable. A transaction
         opened inside another is part of it (one savepoint, not two)."""
         if self._depth:
-            yield self.db
+            yield
             return
         self._depth += 1
         try:
             if not self._group_open and not self._deferring:
                 with self._top_level():
-                    yield self.db
+                    yield
                 return
             if not self._group_open:
-                self.db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")
                 self._group_open = True
-            self.db.execute("SAVEPOINT op")
+            self._db.execute("SAVEPOINT op")
             try:
-                yield self.db
+                yield
             except BaseException:
                 self._rollback("ROLLBACK TO op")
-                self.db.execute("RELEASE op")
+                self._db.execute("RELEASE op")
                 raise
-            self.db.execute("RELEASE op")
+            self._db.execute("RELEASE op")
         finally:
             self._depth -= 1
         if not self._deferring:  # an ordinary write is durable when it returns
@@ -146,13 +147,13 @@ class Store(LogTables, PeerTables):
 
     @contextmanager
     def _top_level(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
             self._rollback("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        self._db.execute("COMMIT")
         self._committed({None})
         if self._background_sync:
             self.sync_wal()
@@ -202,10 +203,10 @@ class Store(LogTables, PeerTables):
         if not self._group_open:
             return
         try:
-            self.db.execute("COMMIT")
+            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             with _suppress_sqlite():
-                self.db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
             self._group_open = False
             self._dirty.clear()
             self._dropped(group=True)
@@ -242,7 +243,7 @@ class Store(LogTables, PeerTables):
             self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
         except OSError:
             return False  # no write-ahead log to sync (not in WAL mode?): stay synchronous
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._background_sync = True
         return True
 
@@ -283,7 +284,7 @@ class Store(LogTables, PeerTables):
     def _rollback(self, statement: str) -> None:
         """Undo one failed operation (its caller handles its own in-memory state)."""
         with _suppress_sqlite():
-            self.db.execute(statement)
+            self._db.execute(statement)
         self._dropped(group=False)
 
     def _dropped(self, group: bool) -> None:
@@ -305,8 +306,7 @@ class Store(LogTables, PeerTables):
     # -- metadata -------------------------------------------------------
 
     def get_meta(self, key: str, default: object = None) -> object:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return default if row is None else row[0]
+        return read_meta(self._db, key, default)
 
     def set_meta(self, key: str, value: object) -> None:
         """Store a metadata value (a string, number or bytes), durably."""
@@ -315,7 +315,7 @@ class Store(LogTables, PeerTables):
             self._set_meta(key, value)
 
     def _set_meta(self, key: str, value: object) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        write_meta(self._db, key, value)
 
     def close(self) -> None:
         """Write everything held (buffer, acknowledgements, an open group) and close."""
@@ -326,10 +326,21 @@ class Store(LogTables, PeerTables):
             if self._background_sync and self.synced_gen < self.commit_gen:
                 self.sync_wal()
         finally:
-            self.db.close()
+            self._db.close()
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
                 self._wal_fd = None
+
+
+def read_meta(db: sqlite3.Connection, key: str, default: object = None) -> object:
+    """The metadata value stored under ``key`` in the store ``db``, else ``default``."""
+    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return default if row is None else row[0]
+
+
+def write_meta(db: sqlite3.Connection, key: str, value: object) -> None:
+    """Store a metadata value (a string, number or bytes) in ``db`` (the caller commits)."""
+    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
 
 @contextmanager
