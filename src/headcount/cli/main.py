@@ -208,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd(sub, "status", _status, "counts, version vector and open conflicts")
     p.add_argument("event", nargs="?", help="one event (default: all)")
+    p = cmd(
+        sub,
+        "compact",
+        _compact,
+        "fold the log entries every peer acknowledged into the events' snapshots, now",
+        epilog="Prints, per event, the log entries removed and those left. With a gate "
+        "daemon running, the daemon does it (a run of its [compaction] job, journalled); "
+        "a running relay compacts on its own schedule and is not interrupted.",
+    )
+    p.add_argument("events", nargs="*", metavar="EVENT", help="events to compact (default: all)")
 
     co = command_group(sub, "conflicts", "manual-merge records")
     p = cmd(co, "list", _conflicts_list, "list open conflicts")
@@ -242,12 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
 # -- handlers ------------------------------------------------------------------
 
 
-def _daemon(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | None:
+def _daemon(
+    args: argparse.Namespace, payload: dict[str, Any], timeout: float = 10.0
+) -> dict[str, Any] | None:
     """Ask the gate daemon of this data directory, if one is running."""
     from headcount.service import control
     from headcount.service.daemon import CONTROL_SOCKET
 
-    return control.request((args.data_dir or default_data_dir()) / CONTROL_SOCKET, payload)
+    path = (args.data_dir or default_data_dir()) / CONTROL_SOCKET
+    return control.request(path, payload, timeout=timeout)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -526,20 +539,20 @@ def _status(args: argparse.Namespace) -> tuple[Any, str]:
     if running is not None:
         device, peers = running["device"], running["peers"]
         statuses = [s for s in running["events"] if not args.event or s["event"] == args.event]
+        logs: list[dict[str, Any]] = running.get("log", [])
     else:
+        from headcount.replica.compaction import log_size
+
         with _open(args, read_only=True) as r:
             events = [args.event] if args.event else r.events()
             device = {"device_id": r.device_id, "role": r.role.value, "name": r.identity.name}
             statuses = [r.status(e).to_dict() for e in events]
+            logs = [log_size(r, e).to_dict() for e in events]
+    chosen = {s["event"] for s in statuses}
+    logs = [entry for entry in logs if entry["event"] in chosen]
+    sizes = {entry["event"]: entry for entry in logs}
     lines = [f"device {device['device_id']} ({device['role']}, {device['name']})"]
-
-    for s in statuses:
-        lines.append(
-            f"{s['event']}: {s['participants']} participants, {s['checked_in']} checked in, "
-            f"{s['checked_out']} checked out, {s['scans']} scans, "
-            f"{s['open_conflicts']} open conflicts; "
-            f"vector clock {json.dumps(s['version_vector'])}"
-        )
+    lines += [_event_line(s, sizes.get(s["event"])) for s in statuses]
     jobs = running.get("jobs") if running is not None else None
     lines += [_job_line(name, job) for name, job in (jobs or {}).items()]
     lines.append("gate daemon: not running" if peers is None else f"peers: {len(peers)}")
@@ -551,9 +564,25 @@ def _status(args: argparse.Namespace) -> tuple[Any, str]:
             + (f", error: {p['error']}" if p.get("error") else "")
         )
     data = {"device": device, "events": statuses, "peers": peers}
-    if jobs is not None:  # a running daemon's scheduled backups and archiving
+    if logs:  # per event: entries in the log, entries folded by compaction
+        data["log"] = logs
+    if jobs is not None:  # a running daemon's scheduled backups, archiving, compaction
         data["jobs"] = jobs
     return data, "\n".join(lines)
+
+
+def _event_line(status: dict[str, Any], log: dict[str, Any] | None) -> str:
+    """One event of ``headcount status``: counts, vector clock, log size."""
+    s = status
+    line = (
+        f"{s['event']}: {s['participants']} participants, {s['checked_in']} checked in, "
+        f"{s['checked_out']} checked out, {s['scans']} scans, "
+        f"{s['open_conflicts']} open conflicts; "
+        f"vector clock {json.dumps(s['version_vector'])}"
+    )
+    if log is not None:
+        line += f"; log {log['log_entries']} entries ({log['folded']} folded)"
+    return line
 
 
 def _job_line(name: str, job: dict[str, Any]) -> str:
@@ -562,12 +591,64 @@ def _job_line(name: str, job: dict[str, Any]) -> str:
     if last is None:
         done = "not run yet"
     elif last["ok"]:
-        what = last.get("backup") or f"{len(last.get('archived', []))} events archived"
+        if name == "compaction":
+            what = f"{last.get('removed', 0)} log entries removed"
+            if last.get("failed"):
+                what += f"; failed: {', '.join(f['event'] for f in last['failed'])}"
+        else:
+            what = last.get("backup") or f"{len(last.get('archived', []))} events archived"
         done = f"last run {last['started']} ok ({what})"
     else:
         error = last["error"]
         done = f"last run {last['started']} FAILED: {error['code']}: {error['message']}"
     return f"{name}: {done}, {job['failures']} of {job['runs']} runs failed, next {job['next_due']}"
+
+
+COMPACT_TIMEOUT_S = 600.0  # a daemon compacting many large events
+
+
+def _compact(args: argparse.Namespace) -> tuple[Any, str]:
+    """Compact now: through the gate daemon if one runs here (a run of its
+    compaction job), else in this process. A relay holding the directory is
+    a clear error: it compacts on its own schedule."""
+    import asyncio
+
+    from headcount.core.errors import StoreError
+    from headcount.replica.compaction import events_to_compact
+    from headcount.service.housekeeping import compaction_report, compaction_run
+
+    payload: dict[str, Any] = {"op": "compact"}
+    if args.events:
+        payload["events"] = args.events
+    data = _daemon(args, payload, timeout=COMPACT_TIMEOUT_S)
+    if data is None:
+        try:
+            replica = _open(args)
+        except StoreError as exc:
+            if exc.code != "locked":
+                raise
+            raise StoreError(
+                f"{args.data_dir or default_data_dir()} is held by another headcount process "
+                "with no control socket (a relay, or a command still running). A relay "
+                "compacts on its [compaction] schedule; stop the process to compact now.",
+                code="locked",
+            ) from None
+        with replica:
+            chosen = events_to_compact(replica, args.events or None)
+            detail = asyncio.run(compaction_run(replica, chosen))
+            data = compaction_report(replica, chosen, detail)
+    lines = [
+        f"{e['event']}: {e['removed']} log entries removed, {e['log_entries']} left "
+        f"({e['folded']} folded in all)"
+        for e in data["events"]
+    ]
+    lines += [f"{f['event']}: FAILED: {f['code']}: {f['message']}" for f in data["failed"]]
+    if data["failed"]:
+        failed = ", ".join(f["event"] for f in data["failed"])
+        raise HeadcountError(
+            f"compaction failed for {failed}: " + "; ".join(lines), code="compaction_failed"
+        )
+    return data, "\n".join(lines) or "(no events)"
 
 
 def _conflicts_list(args: argparse.Namespace) -> tuple[Any, str]:

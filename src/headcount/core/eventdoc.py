@@ -71,6 +71,13 @@ def decode_scan(raw: Any) -> Scan | None:
         return None
 
 
+def integrated(update: bytes, state: bytes) -> bool:
+    """Whether every struct of ``update`` is covered by a document whose
+    state vector is ``state``."""
+    missing = get_update(update, state)
+    return missing[:1] == b"\x00"  # zero client groups: only a delete set remains
+
+
 def _capture(box: list[bytes | None], event: TransactionEvent) -> None:
     box[0] = event.update
 
@@ -229,8 +236,7 @@ class EventDoc:
 
     def integrated(self, update: bytes) -> bool:
         """Whether every struct of ``update`` is part of the document."""
-        missing = get_update(update, self.doc.get_state())
-        return missing[:1] == b"\x00"  # zero client groups: only a delete set remains
+        return integrated(update, self.doc.get_state())
 
     def _apply_raw(self, update: bytes) -> None:
         try:

@@ -32,7 +32,7 @@ from headcount.relay.http.ops import Metrics, collect_from_node, install, node_s
 from headcount.replica.replica import Replica
 from headcount.service.config import parse_address, read_toml, toml_list
 from headcount.service.daemon import published_revocations
-from headcount.service.housekeeping import Housekeeping, parse_sections
+from headcount.service.housekeeping import CompactionSchedule, Housekeeping, parse_sections
 from headcount.service.periodic import job_metrics
 from headcount.store.audit import AuditLog
 
@@ -58,6 +58,8 @@ class RelayConfig:
     max_connections: int = 4096
     backup: BackupSchedule | None = None  # [backup]: scheduled backups (None: off)
     archive: ArchiveSchedule | None = None  # [archive]: scheduled archiving (None: off)
+    # [compaction]: on unless enabled = false (None: off)
+    compaction: CompactionSchedule | None = field(default_factory=CompactionSchedule)
 
 
 def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
@@ -82,6 +84,7 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         "max_connections",
         "backup",
         "archive",
+        "compaction",
     }
     unknown = set(raw) - known
     if unknown:
@@ -114,7 +117,8 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise InputError("ack_delay must be between 0 and 1 second")
         config.ack_delay = float(value)
-    config.backup, config.archive = parse_sections(raw, config.data_dir)
+    jobs = parse_sections(raw, config.data_dir)
+    config.backup, config.archive, config.compaction = jobs.backup, jobs.archive, jobs.compaction
     return config
 
 
@@ -166,6 +170,7 @@ class Relay:
             self.replica,
             config.backup,
             config.archive,
+            compaction=config.compaction,
             on_outcome=job_metrics(self.metrics.registry),
         )
         self.app = (

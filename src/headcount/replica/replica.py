@@ -28,7 +28,7 @@ from headcount.core.errors import (
     StoreError,
 )
 from headcount.core.event import Event
-from headcount.core.eventdoc import EventDoc
+from headcount.core.eventdoc import EventDoc, integrated
 from headcount.core.hlc import DEFAULT_FUTURE_TOLERANCE_MS, HybridClock
 from headcount.core.identity import Identity, Role, create_identity, default_data_dir, load_identity
 from headcount.core.ids import check_id
@@ -103,6 +103,8 @@ class Replica:
         # they read (relays).
         self.lazy_apply = False
         self._unapplied: dict[str, list[LogEntry]] = {}
+        # lazy_apply: per loaded event, logged entries its document holds back
+        self._held: dict[str, dict[tuple[str, int], LogEntry]] = {}
         self._rejoin: set[str] = set(json.loads(str(store.get_meta(REJOIN_KEY) or "[]")))
 
     # -- lifecycle ------------------------------------------------------
@@ -236,13 +238,41 @@ class Replica:
         todo = self._unapplied.pop(event_id)
         if limit is not None and len(todo) > limit:
             todo, self._unapplied[event_id] = todo[:limit], todo[limit:]
+        self._apply_logged(event_id, ev, todo)
+        return len(todo)
+
+    def _apply_logged(self, event_id: str, ev: Event, entries: list[LogEntry]) -> None:
+        """Apply logged entries to a lazy relay's document. An entry whose Y
+        items wait for an entry not yet here is *held back* (yrs leaves it
+        out of the document): it is kept in :meth:`held_back` and applied
+        again whenever another entry integrates, as the eager path's pending
+        entries are (applying it once and waiting can leave it stuck: design.md)."""
+        held = self._held.setdefault(event_id, {})
         with ev.doc.observing():
-            for entry in todo:
+            for entry in entries:
                 try:
-                    ev.doc.apply_remote(entry.update)
+                    if not ev.doc.apply_remote(entry.update):
+                        held[(entry.device, entry.seq)] = entry
+                        continue
                 except RemoteProtocolError:
                     ev.doc.ignored += 1  # decodable structure, bad content: skipped everywhere
-        return len(todo)
+                    continue
+                progress = bool(held)
+                while progress:
+                    progress = False
+                    for key, waiting in sorted(held.items()):
+                        if ev.doc.apply_remote(waiting.update):
+                            del held[key]
+                            progress = True
+        if not held:
+            self._held.pop(event_id, None)
+
+    def held_back(self, event_id: str) -> list[LogEntry]:
+        """Logged entries of a loaded event that its document does not hold
+        yet (their Y dependencies have not arrived). Only a lazy relay logs
+        such entries; compaction must not fold them (the document, hence a
+        snapshot, lacks them) and a reload finds them again in the log."""
+        return sorted(self._held.get(event_id, {}).values(), key=lambda e: (e.device, e.seq))
 
     def catch_up_some(self, limit: int) -> int:
         """:attr:`lazy_apply`: apply up to ``limit`` accepted entries to the
@@ -284,10 +314,25 @@ class Replica:
                 raise StoreError(f"event {event_id!r}: the stored log does not decode") from None
             doc = self._new_doc(event_id)
             doc.load([e.update for e in self.store.log_tail(event_id, 0)])
-        if not self.lazy_apply:  # a lazy relay's documents hold exactly its version vector
+        ev = Event(doc)
+        if self.lazy_apply:
+            # A lazy relay's documents hold exactly its version vector; what
+            # they hold back is still in the log (compaction never folds it).
+            self._held.pop(event_id, None)
+            state = doc.doc.get_state()
+            missing = [
+                e for e in self.store.log_tail(event_id, 0) if not integrated(e.update, state)
+            ]
+            self._apply_logged(event_id, ev, missing)
+        else:
             for entry in self.store.pending(event_id):
                 doc.apply_remote(entry.update)
-        return Event(doc)
+        return ev
+
+    def _forget(self, event_id: str) -> None:
+        """Drop the in-memory document (the next read loads it from disk)."""
+        self._events.pop(event_id, None)
+        self._held.pop(event_id, None)
 
     def _new_doc(self, event_id: str) -> EventDoc:
         """An empty document for ``event_id`` that continues this device's chain."""
@@ -356,7 +401,7 @@ class Replica:
         try:
             self.store.append(entries, self.clock.last)
         except Exception as exc:
-            self._events.pop(event_id, None)
+            self._forget(event_id)
             raise StoreError(f"could not write to the store: {exc}") from exc
 
     def _write(
@@ -375,7 +420,7 @@ class Replica:
 
     def _forget_if_broken(self, event_id: str, ev: Event) -> None:
         if ev.doc.broken:
-            self._events.pop(event_id, None)
+            self._forget(event_id)
 
     def import_participants(
         self, event_id: str, rows: Iterable[Mapping[str, Any]]
@@ -533,11 +578,11 @@ class Replica:
             if still:
                 self.store.add_pending(still)
         except Exception as exc:
-            self._events.pop(event_id, None)
+            self._forget(event_id)
             raise StoreError(f"could not write to the store: {exc}") from exc
         if undecodable or (not known and not applied and not still):
             # Garbage may have half-applied inside yrs; reload what is on disk.
-            self._events.pop(event_id, None)
+            self._forget(event_id)
             return
         self.sync_own_chain(event_id)
 
@@ -548,7 +593,7 @@ class Replica:
                 self.store, self.clock, self.wall_clock, event_id, batch
             )
         except Exception as exc:
-            self._events.pop(event_id, None)
+            self._forget(event_id)
             self._unapplied.pop(event_id, None)
             raise StoreError(f"could not write to the store: {exc}") from exc
         result.applied += len(accepted)
@@ -571,7 +616,7 @@ class Replica:
         if not self.store.has_event(event_id):
             raise NotFoundError(f"no event {event_id!r} on this device (see `event list`)")
         self.store.remove_event(event_id, self.wall_clock(), location)
-        self._events.pop(event_id, None)
+        self._forget(event_id)
         self._unapplied.pop(event_id, None)  # lazy_apply: already logged, now archived
 
     def event_for_peer(self, event_id: str) -> Event:

@@ -6,7 +6,9 @@ data directory (owner-only) and accepts one JSON request per line:
 
 ``{"op": "status"}``, ``{"op": "scan", "kind": "in"|"out", "event": ..., "who": ...,
 "gate"?, "method"?, "scan_id"?, "at_ms"?, "allow_unknown"?}``, ``{"op": "retry"}``,
-``{"op": "upsert", "event", "participant", "fields"}``, ``{"op": "view", "event"}``.
+``{"op": "upsert", "event", "participant", "fields"}``, ``{"op": "view", "event"}``,
+``{"op": "compact", "events"?: [...]}`` (a run of the compaction job now, on
+the loop's thread like the scheduled ones; all events by default).
 
 Every reply is one JSON line: the result, or ``{"error": {"code", "message"}}``.
 A scan is acknowledged only after the replica made it durable.
@@ -24,7 +26,10 @@ from typing import Any, Protocol
 
 from headcount.core.errors import HeadcountError, InputError, StoreError
 from headcount.net.node import Node
+from headcount.replica.compaction import events_to_compact, log_size
 from headcount.replica.replica import Replica
+
+from .housekeeping import Housekeeping, compaction_report
 
 MAX_REQUEST = 64 * 1024
 
@@ -32,6 +37,7 @@ MAX_REQUEST = 64 * 1024
 class _Daemon(Protocol):
     replica: Replica
     node: Node
+    housekeeping: Housekeeping
 
 
 class ControlServer:
@@ -59,15 +65,53 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                writer.write(json.dumps(self.handle(line), default=str).encode() + b"\n")
+                reply = await self.respond(line)
+                writer.write(json.dumps(reply, default=str).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, ValueError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()
 
+    async def respond(self, line: bytes) -> dict[str, Any]:
+        """One request -> one reply; never raises. ``compact`` is awaited (a
+        run yields to the sessions between events); every other op is
+        answered at once by :meth:`handle`."""
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return self.handle(line)
+        if not isinstance(request, dict) or request.get("op") != "compact":
+            return self.handle(line)
+        try:
+            return await self._compact(request)
+        except HeadcountError as exc:
+            return {"error": {"code": exc.code, "message": exc.message}}
+
+    async def _compact(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Compact the request's ``events`` (default all) now; per event the
+        entries removed and the log left (as ``headcount compact`` prints).
+
+        Raises:
+            InputError: ``events`` is not a list of event ids.
+            NotFoundError: an event is not on this device (nothing compacted).
+            HeadcountError: the run failed (its code and message).
+        """
+        events = request.get("events")
+        if events is not None and (
+            not isinstance(events, list) or not all(isinstance(e, str) for e in events)
+        ):
+            raise InputError("compact: events must be a list of event ids")
+        replica = self.daemon.replica
+        chosen = events_to_compact(replica, events)
+        outcome = await self.daemon.housekeeping.compact_now(chosen)
+        if outcome.error is not None:
+            raise HeadcountError(outcome.error["message"], code=outcome.error["code"])
+        report = compaction_report(replica, chosen, outcome.detail)
+        return {"run": outcome.run, "duration_s": round(outcome.duration_s, 3), **report}
+
     def handle(self, line: bytes) -> dict[str, Any]:
-        """One request -> one reply; never raises."""
+        """One request -> one reply, at once; never raises."""
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
@@ -89,6 +133,7 @@ class ControlServer:
                     "name": replica.identity.name,
                 },
                 "events": [replica.status(e).to_dict() for e in replica.events()],
+                "log": [log_size(replica, e).to_dict() for e in replica.events()],
                 "peers": node.status(),
                 "listen_port": node.port,
             }

@@ -31,7 +31,7 @@ from headcount.replica.replica import Replica
 
 from .config import parse_address, read_toml, toml_list
 from .control import ControlServer
-from .housekeeping import Housekeeping, parse_sections
+from .housekeeping import CompactionSchedule, Housekeeping, parse_sections
 
 CONTROL_SOCKET = "control.sock"
 
@@ -58,6 +58,8 @@ class DaemonConfig:
     ack_delay: float = DEFAULT_ACK_DELAY
     backup: BackupSchedule | None = None  # [backup]: scheduled backups (None: off)
     archive: ArchiveSchedule | None = None  # [archive]: scheduled archiving (None: off)
+    # [compaction]: on unless enabled = false (None: off)
+    compaction: CompactionSchedule | None = field(default_factory=CompactionSchedule)
 
     @property
     def control_socket(self) -> Path:
@@ -88,7 +90,7 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
             "ack_delay",
         },
     )
-    unknown = set(raw) - {"data_dir", "network", "sync", "backup", "archive"}
+    unknown = set(raw) - {"data_dir", "network", "sync", "backup", "archive", "compaction"}
     if unknown:
         raise InputError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
     chosen = data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
@@ -131,7 +133,8 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
     config.ack_delay = float(_typed(sync, "ack_delay", (int, float), config.ack_delay))
     if not 0 <= config.ack_delay <= 1:
         raise InputError("sync.ack_delay must be between 0 and 1 second")
-    config.backup, config.archive = parse_sections(raw, config.data_dir)
+    jobs = parse_sections(raw, config.data_dir)
+    config.backup, config.archive, config.compaction = jobs.backup, jobs.archive, jobs.compaction
     return config
 
 
@@ -212,7 +215,9 @@ class Daemon:
             revocations=lambda: published_revocations(self.replica, ca),
             own_identity=own,
         )
-        self.housekeeping = Housekeeping(self.replica, config.backup, config.archive)
+        self.housekeeping = Housekeeping(
+            self.replica, config.backup, config.archive, compaction=config.compaction
+        )
         self.control = _Control(self, config.control_socket)
         self.discovery: Any = None
         self.stopped = asyncio.Event()
@@ -261,7 +266,7 @@ class Daemon:
 
 class _Control(ControlServer):
     """The control socket, whose ``status`` also reports the scheduled jobs
-    (last backup and archive run, outcome, next run)."""
+    (last backup, archive and compaction run, outcome, next run)."""
 
     daemon: Daemon
 

@@ -1,12 +1,13 @@
-"""Jobs that a daemon or relay runs every so often: scheduled backups, archiving.
+"""Jobs that a daemon or relay runs every so often: backups, archiving, compaction.
 
 A :class:`PeriodicJob` runs an async ``work`` function (which puts its
-blocking parts in worker threads, so the node keeps syncing) once per
-interval, one run at a time. Every run ends with an :class:`Outcome`,
-appended to the job's journal and logged; a failed run is retried at the
-next interval and never stops the daemon. The first run is due one
-interval after the last run recorded in the journal (at once if there is
-none), so a restart does not postpone a backup past its interval.
+long blocking parts in worker threads, or yields to the loop between short
+steps, so the node keeps syncing) once per interval, one run at a time.
+Every run ends with an :class:`Outcome`, appended to the job's journal and
+logged; a failed run is retried at the next interval and never stops the
+daemon. The first run is due one interval after the last run recorded in
+the journal (at once if there is none), so a restart does not postpone a
+backup past its interval.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger("headcount.jobs")
 Work = Callable[[], Awaitable[dict[str, Any]]]
 Wait = Callable[[float, asyncio.Event], Awaitable[None]]
 OnOutcome = Callable[["Outcome"], None]
+Describe = Callable[["Outcome"], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ class PeriodicJob:
         wall: the wall clock in seconds (tests pass a fake one).
         wait: ``await wait(delay, stopped)`` between runs (tests pass a fake one).
         on_outcome: called with every outcome (metrics).
+        describe: a successful run's outcome -> a short summary for its log
+            line (``"3 events, 120 entries removed in 0.02 s"``).
     """
 
     def __init__(
@@ -84,9 +88,11 @@ class PeriodicJob:
         wall: Callable[[], float] = time.time,
         wait: Wait = wait_or_stop,
         on_outcome: OnOutcome | None = None,
+        describe: Describe | None = None,
     ) -> None:
         self.name, self.interval_s, self.work = name, interval_s, work
         self.journal, self.wall, self.wait, self.on_outcome = journal, wall, wait, on_outcome
+        self.describe = describe
         self.last: Outcome | None = None
         self.last_ok: Outcome | None = None
         self.runs = self.failures = 0
@@ -121,25 +127,31 @@ class PeriodicJob:
             return self.wall()
         return min(previous["started_ms"] / 1000 + self.interval_s, self.wall() + self.interval_s)
 
-    async def run_once(self) -> Outcome:
+    async def run_once(self, work: Work | None = None) -> Outcome:
         """One run now (after the one under way, if any); its outcome. Never
-        raises a job's failure: it is in the outcome."""
+        raises a job's failure: it is in the outcome.
+
+        Args:
+            work: instead of the job's own work, for this run only (an
+                operator's run of a narrower scope); journalled, logged and
+                counted as a run of this job all the same.
+        """
         async with self._lock:
             self.running = True
             try:
-                outcome = await self._attempt()
+                outcome = await self._attempt(work or self.work)
             finally:
                 self.running = False
             await self._record(outcome)
             return outcome
 
-    async def _attempt(self) -> Outcome:
+    async def _attempt(self, work: Work) -> Outcome:
         run = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
         started_ms, t0 = int(self.wall() * 1000), time.monotonic()
         error: dict[str, str] | None = None
         detail: dict[str, Any] = {}
         try:
-            detail = await self.work()
+            detail = await work()
         except HeadcountError as exc:
             error = {"code": exc.code, "message": exc.message}
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit):
@@ -156,7 +168,17 @@ class PeriodicJob:
         self.last = outcome
         if outcome.ok:
             self.last_ok = outcome
-            log.info("%s run %s ok", self.name, outcome.run, extra={"outcome": outcome.to_dict()})
+            summary = ""
+            if self.describe is not None:
+                with contextlib.suppress(Exception):  # a log line never fails a run
+                    summary = f": {self.describe(outcome)}"
+            log.info(
+                "%s run %s ok%s",
+                self.name,
+                outcome.run,
+                summary,
+                extra={"outcome": outcome.to_dict()},
+            )
         else:
             self.failures += 1
             assert outcome.error is not None
@@ -191,7 +213,8 @@ class PeriodicJob:
 
 def job_metrics(registry: Any) -> OnOutcome:
     """An ``on_outcome`` that feeds Prometheus metrics in ``registry``: runs,
-    failures, the time of the last success and the last run's duration, per job."""
+    failures, the time of the last success and the last run's duration, per
+    job; and the log entries compaction removed (its outcomes' ``removed``)."""
     from prometheus_client import Counter, Gauge
 
     runs = Counter("headcount_job_runs", "Scheduled job runs.", ["job"], registry=registry)
@@ -211,6 +234,12 @@ def job_metrics(registry: Any) -> OnOutcome:
         registry=registry,
     )
 
+    compacted = Counter(
+        "headcount_compacted_entries",
+        "Log entries compaction folded into snapshots.",
+        registry=registry,
+    )
+
     def observe(outcome: Outcome) -> None:
         runs.labels(outcome.job).inc()
         duration.labels(outcome.job).set(outcome.duration_s)
@@ -218,5 +247,8 @@ def job_metrics(registry: Any) -> OnOutcome:
             success.labels(outcome.job).set(outcome.started_ms / 1000)
         else:
             failures.labels(outcome.job).inc()
+        removed = outcome.detail.get("removed")
+        if outcome.job == "compaction" and isinstance(removed, int) and removed > 0:
+            compacted.inc(removed)
 
     return observe
