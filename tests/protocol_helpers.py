@@ -53,9 +53,11 @@ class ConnectionPair:
         self.queues: list[list[bytes]] = [[], []]  # bytes in flight towards side i
         self.closed = False
         for i, side in enumerate(self.sides):
-            self._effects(i, side.session.start(self.now))
+            self.carry_out(i, side.session.start(self.now))
 
-    def _effects(self, i: int, effects: list[Effect]) -> None:
+    def carry_out(self, i: int, effects: list[Effect]) -> None:
+        """Do what side ``i``'s session asked: queue its frames towards the
+        other side (delivered by :meth:`run`) and record the rest."""
         for effect in effects:
             if isinstance(effect, Send):
                 self.queues[1 - i].append(effect.data)
@@ -74,13 +76,17 @@ class ConnectionPair:
             for i in (0, 1):
                 while self.queues[i]:
                     data = self.queues[i].pop(0)
-                    self._effects(i, self.sides[i].session.receive_data(data, self.now))
+                    self.carry_out(i, self.sides[i].session.receive_data(data, self.now))
         raise AssertionError("link did not go quiet")
 
     def push(self, i: int, event: str) -> None:
-        self._effects(i, self.sides[i].session.local_entries(event, self.now))
+        self.carry_out(i, self.sides[i].session.local_entries(event, self.now))
         self.run()
 
     def inject(self, i: int, data: bytes) -> None:
         """Deliver raw bytes to side ``i`` as if the peer had sent them."""
-        self._effects(i, self.sides[i].session.receive_data(data, self.now))
+        self.carry_out(i, self.sides[i].session.receive_data(data, self.now))
+
+    def _effects(self, i: int, effects: list[Effect]) -> None:
+        """The old name of :meth:`carry_out` (some tests still use it)."""
+        self.carry_out(i, effects)

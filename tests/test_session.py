@@ -91,7 +91,7 @@ def test_lost_batches_are_resent_after_the_ack_timeout():
     assert lost and sender.in_flight[EV] == 1  # never delivered
     assert b.version_vector(EV)[a.device_id] == 20
     assert sender.next_deadline() <= 3.0
-    pair._effects(0, sender.tick(3.0))  # the retransmission timer fires
+    pair.carry_out(0, sender.tick(3.0))  # the retransmission timer fires
     pair.run()
     assert b.version_vector(EV)[a.device_id] == 25
     assert sender.status.retries == 1

@@ -1,6 +1,13 @@
 """The sync protocol, sans-IO (h11 style): wire frames, the session state
 machine and an in-memory signed log.
 
+Modules: ``wire`` (messages and frames), ``session`` (the :class:`Session`),
+``state`` (its transition table), ``flow`` (each event's exchange with the
+peer), ``sender`` (batches, snapshots, acknowledgements going out),
+``snapshot`` (snapshots in parts), ``effects`` (what a session returns),
+``config`` and ``status`` (its settings and per-peer status), ``logview``
+(what it needs of a log) and ``memlog`` (an in-memory log).
+
 No asyncio, sockets, SQLite, pycrdt or wall clock here: time comes in as an
 argument and effects go out as values. The asyncio transports (``net``) and
 the simulator (``sim``) drive this same code.
@@ -13,21 +20,13 @@ from typing import TYPE_CHECKING
 from headcount._lazy import exports
 
 if TYPE_CHECKING:
+    from .config import SessionConfig
+    from .effects import Applied, Close, Effect, EquivocationFound, PeerIdentified, Send
     from .logview import IngestResult, LogView
     from .memlog import MemLog
-    from .session import (
-        Applied,
-        Close,
-        Effect,
-        EquivocationFound,
-        PeerIdentified,
-        PeerStatus,
-        Send,
-        Session,
-        SessionConfig,
-        State,
-        SyncStatus,
-    )
+    from .session import Session
+    from .state import State
+    from .status import PeerStatus, SyncStatus
     from .wire import (
         WIRE_VERSION,
         Ack,
@@ -77,19 +76,11 @@ __all__ = [
 __getattr__, __dir__ = exports(
     __name__,
     {
-        ".session": [
-            "Applied",
-            "Close",
-            "Effect",
-            "EquivocationFound",
-            "PeerIdentified",
-            "PeerStatus",
-            "Send",
-            "Session",
-            "SessionConfig",
-            "State",
-            "SyncStatus",
-        ],
+        ".config": ["SessionConfig"],
+        ".effects": ["Applied", "Close", "Effect", "EquivocationFound", "PeerIdentified", "Send"],
+        ".session": ["Session"],
+        ".state": ["State"],
+        ".status": ["PeerStatus", "SyncStatus"],
         ".logview": ["IngestResult", "LogView"],
         ".wire": [
             "Ack",

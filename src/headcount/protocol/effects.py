@@ -1,0 +1,60 @@
+"""What a :class:`~headcount.protocol.session.Session` asks its driver to do.
+
+The session never performs an effect: every input returns a list of these,
+in order, and the driver (the asyncio node, the simulator, a test's
+``ConnectionPair``) carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Bytes to send: one whole frame. ``event`` names the event whose log
+    state the frame reports (segments, acknowledgements, summaries), None
+    for the others: a driver with group commit sends it only once that
+    event's writes are durable."""
+
+    data: bytes
+    event: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection. ``error`` is None for a clean close (ours, or
+    the peer's ``Goodbye("bye")``), else the stable code of what ended it."""
+
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Entries from this peer were applied to the local log (``entries`` is
+    0 for an installed snapshot)."""
+
+    event: str
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationFound:
+    """``device`` signed two different entries ``seq`` of ``event``: it is
+    quarantined for that event, and nothing of the contradiction applied."""
+
+    event: str
+    device: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentified:
+    """The peer's ``Hello`` named ``device`` (and it was accepted)."""
+
+    device: str
+
+
+Effect = Send | Close | Applied | EquivocationFound | PeerIdentified
+
+__all__ = ["Applied", "Close", "Effect", "EquivocationFound", "PeerIdentified", "Send"]
