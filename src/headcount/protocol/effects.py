@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .wire import Message
+
 
 @dataclass(frozen=True, slots=True)
 class Send:
@@ -19,6 +21,9 @@ class Send:
 
     data: bytes
     event: str | None = field(default=None, kw_only=True)
+    # The message ``data`` encodes, for in-process drivers that hand it over
+    # without decoding (the simulator's fast wire, Session.receive_message).
+    message: Message | None = field(default=None, kw_only=True, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

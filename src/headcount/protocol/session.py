@@ -158,6 +158,21 @@ class Session:
             effects += self._fail(exc.code, exc.message, now)
         return effects
 
+    def receive_message(self, message: Message, size: int, now: float) -> list[Effect]:
+        """What :meth:`receive_data` does for one frame, for an in-process
+        driver that hands the message over already decoded (the simulator's
+        fast wire: decoding rebuilds and re-hashes every entry). ``size`` is
+        the frame's encoded length, for the byte counts. A message before
+        :meth:`start` is dropped (in-process links join started sessions)."""
+        if not self._enter(Input.DATA) or self.state is State.IDLE:
+            return []
+        self._last_heard = now
+        self.status.bytes_received += size
+        try:
+            return self._handle(message, now)
+        except RemoteProtocolError as exc:
+            return self._fail(exc.code, exc.message, now)
+
     def local_entries(self, event: str, now: float) -> list[Effect]:
         """New local (or newly received) entries of ``event``: push them
         (nothing unless the session is open and ``eager_push`` is set)."""
@@ -349,7 +364,7 @@ class Session:
             data = encode(message, self.config.max_frame)
             self.status.bytes_sent += len(data)
             self.status.messages_sent += 1
-            effects.append(Send(data, event=getattr(message, "event", None)))
+            effects.append(Send(data, event=getattr(message, "event", None), message=message))
         if effects:
             self._last_sent = now
         return effects

@@ -40,7 +40,7 @@ from headcount.protocol.session import (
     State,
 )
 
-from .fastwire import MessageSend, MessageSession, frame_type
+from .fastwire import frame_type
 from .materialize import Materializer
 from .memo import MemoHasher
 from .network import Link, Network
@@ -227,8 +227,7 @@ class SimNode:
 
     def _session(self, peer: SimNode) -> Session:
         ctx = self.ctx
-        cls = MessageSession if ctx.fast_wire else Session
-        return cls(self.log, ctx.sched.now, ctx.session_config, expect_peer=peer.device)
+        return Session(self.log, ctx.sched.now, ctx.session_config, expect_peer=peer.device)
 
     def connect(self, peer: SimNode) -> None:
         ctx, now = self.ctx, self.ctx.sched.now
@@ -293,7 +292,6 @@ class SimNode:
             self.run(ep, ep.session.receive_data(item, now))
         else:
             message, size = item
-            assert isinstance(ep.session, MessageSession)
             self.run(ep, ep.session.receive_message(message, size, now))
 
     # -- effects ------------------------------------------------------------
@@ -318,7 +316,8 @@ class SimNode:
         ctx, data, peer = self.ctx, effect.data, ep.peer
         assert peer is not None
         kind = frame_type(data)
-        item: Any = (effect.message, len(data)) if isinstance(effect, MessageSend) else data
+        fast = ctx.fast_wire and effect.message is not None
+        item: Any = (effect.message, len(data)) if fast else data
         ctx.trace(ctx.sched.now, "send", self.index, peer.node.index, kind, len(data))
         ctx.net.send(ep.link, peer.side, item, len(data), kind, peer.receive)
 
