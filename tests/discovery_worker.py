@@ -102,14 +102,11 @@ async def gate(data_dir: str, event: str, participant: str, writer: bool, others
         if scan:
             has_scan.set()
 
-    original = node._on_effect  # the node has no public hook for applied entries yet
-
-    def watch(source: Any, effect: Any) -> None:
-        original(source, effect)
+    def watch(_source: Any, effect: Any) -> None:
         if isinstance(effect, Applied):
             check()
 
-    node._on_effect = watch  # type: ignore[method-assign]
+    node.effect_observers.append(watch)
     found: set[str] = set()
 
     def on_peer(device: str, host: str, port: int) -> None:

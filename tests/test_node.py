@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from headcount import Replica, Role
-from headcount.net.node import Node, NodeConfig
+from headcount.net.node import Link, Node, NodeConfig
 from headcount.pki.device import install_certificate, load_device_certificate, ssl_context
 from headcount.pki.org import enroll, init_org
 from headcount.pki.verify import verify_peer_certificate
-from headcount.protocol.session import Applied
+from headcount.protocol.session import Applied, Effect
 
 EV = "ev"
 
@@ -44,6 +46,25 @@ def _node(replica: Replica, peers: list[tuple[str, int]]) -> Node:
     )
 
 
+def _once(node: Node, condition: Callable[[], bool]) -> asyncio.Event:
+    """An event set as soon as ``condition()`` holds, checked now and after
+    every entry applied on one of ``node``'s links."""
+    ready = asyncio.Event()
+
+    def check(_source: Any, effect: Effect) -> None:
+        if isinstance(effect, Applied) and condition():
+            ready.set()
+
+    node.effect_observers.append(check)
+    if condition():
+        ready.set()
+    return ready
+
+
+def _has_event(replica: Replica, participants: int) -> Callable[[], bool]:
+    return lambda: EV in replica.events() and replica.status(EV).participants == participants
+
+
 def test_a_check_in_crosses_a_line_of_three_nodes_over_tls(tmp_path, clock):
     org = init_org(tmp_path / "org", "Example Events")
     admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
@@ -53,26 +74,16 @@ def test_a_check_in_crosses_a_line_of_three_nodes_over_tls(tmp_path, clock):
     admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(10)])
 
     async def main():
-        arrived = asyncio.Event()
         a = _node(admin, [])
+        arrived = _once(a, lambda: south.device_id in admin.version_vector(EV))
         await a.start()
         n = _node(north, [("127.0.0.1", a.port)])
         await n.start()
         s = _node(south, [("127.0.0.1", n.port)])  # south only knows north
+        has_event = _once(s, _has_event(south, 10))
         await s.start()
-        original = a._on_effect
-
-        def watch(source, effect):
-            original(source, effect)
-            if isinstance(effect, Applied) and south.device_id in admin.version_vector(EV):
-                arrived.set()
-
-        a._on_effect = watch
         # wait until south has the event (it came from admin through north)
-        for _ in range(200):
-            if EV in south.events() and south.status(EV).participants == 10:
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(has_event.wait(), 10)
         south.check_in(EV, "p3")
         s.local_write(EV)
         await asyncio.wait_for(arrived.wait(), 10)
@@ -122,22 +133,15 @@ def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path,
 
     async def main():
         a, b = _node(one, []), _node(two, [])
+        accepted = {"a": 0, "b": 0}  # inbound links (connections accepted and admitted)
+        for name, node in (("a", a), ("b", b)):
+
+            def count(link: Link, name: str = name) -> None:
+                accepted[name] += not link.outbound
+
+            node.link_observers.append(count)
         await a.start()
         await b.start()
-        accepted = {"a": 0, "b": 0}
-        for name, node in (("a", a), ("b", b)):
-            original = node._accept
-
-            async def counting(reader, writer, original=original, name=name):
-                accepted[name] += 1
-                await original(reader, writer)
-
-            node._accept = counting
-            node._server.close()
-            await node._server.wait_closed()
-            node._server = await asyncio.start_server(
-                counting, "127.0.0.1", node.port, ssl=node.server_ctx
-            )
         a.add_peer("127.0.0.1", b.port)
         b.add_peer("127.0.0.1", a.port)
         deadline = asyncio.get_running_loop().time() + 10
@@ -223,20 +227,16 @@ def test_nodes_sync_over_websocket_with_mutual_tls(tmp_path, clock):
         url = f"wss://127.0.0.1:{a.ws_port}/sync"
         g = _node(gate, [])
         g.config.ws_peers = [url]
+        has_event = _once(g, _has_event(gate, 20))
         await g.start()
         bad = _node(intruder, [])
         bad.config.ws_peers = [url]
         await bad.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while not (EV in gate.events() and gate.status(EV).participants == 20):
-            assert loop.time() < deadline, "the event never reached the gate over wss"
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(has_event.wait(), 15)  # the event reached the gate over wss
         gate.check_in(EV, "p4")
+        has_scan = _once(a, lambda: admin.version_vector(EV) == gate.version_vector(EV))
         g.local_write(EV)
-        while admin.version_vector(EV) != gate.version_vector(EV):
-            assert loop.time() < deadline, "the scan never reached the admin over wss"
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(has_scan.wait(), 15)  # the scan reached the admin over wss
         for node in (bad, g, a):
             await node.stop()
         return [link for link in a.links]
@@ -260,12 +260,9 @@ def test_a_gate_receives_only_the_events_it_is_enrolled_for(tmp_path, clock):
         a = _node(admin, [])
         await a.start()
         g = _node(gate, [("127.0.0.1", a.port)])
+        arrived = _once(g, lambda: EV in gate.events())
         await g.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while EV not in gate.events():
-            assert loop.time() < deadline, "the allowed event never arrived"
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(arrived.wait(), 10)  # the allowed event
         for link in a.links:  # a few anti-entropy rounds that would carry it
             await link.peer.anti_entropy()
         await asyncio.sleep(0.3)

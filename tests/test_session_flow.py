@@ -74,10 +74,9 @@ def test_delayed_acks_fall_due_in_the_order_they_were_owed():
 def test_lost_batches_are_resent_in_the_order_the_flows_started():
     flows = Flows()
     a, b = flows.of("a"), flows.of("b")
-    flows.dispatched(b)
+    flows.dispatched(b, 0.0)
     flows.acknowledged(a, 1, 0.0)  # an ack starts a flow too
-    flows.dispatched(a)
-    b.progress = 0.0
+    flows.dispatched(a, 0.0)
     assert flows.in_flight() == {"b": 1, "a": 1}
     assert flows.sending()
     assert flows.timed_out(4.0, 5.0) == []
@@ -114,3 +113,17 @@ def test_snapshot_parts_out_of_order_or_too_big_are_refused():
     with pytest.raises(RemoteProtocolError) as info:
         add_part(None, SnapshotPart(EV, 0, 101, b"", ()), limit=100)
     assert info.value.code == "too_big"
+
+
+def test_the_first_message_in_flight_starts_the_retransmission_clock():
+    """A snapshot sent with nothing else in flight must time out
+    ``ack_timeout`` after it left, not at once (a deadline in the past makes
+    a driver wake in a loop until the Ack arrives)."""
+    flows = Flows()
+    flow = flows.of(EV)
+    flows.dispatched(flow, 100.0)
+    flows.dispatched(flow, 101.0)  # a second message does not restart it
+    assert flow.progress == 100.0
+    assert flows.deadlines(5.0) == [105.0]
+    assert flows.timed_out(104.9, 5.0) == []
+    assert flows.timed_out(105.0, 5.0) == [flow]

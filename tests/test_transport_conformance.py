@@ -1,5 +1,6 @@
 """Every transport passes the same conformance suite (tests/transport_conformance.py),
-plus the checks only the WebSocket transport's framing needs."""
+plus the checks only the asyncio drivers' durability hook (``before_send``)
+and the WebSocket transport's framing need."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from .transport_conformance import (
     HARNESSES,
     SUITE,
     Harness,
+    MemoryHarness,
+    TcpHarness,
     WebSocketHarness,
+    delayed_ack_is_sent_on_time_while_replies_wait_for_durability,
     fill,
+    one_turn,
     run_case,
 )
 
@@ -32,6 +37,26 @@ def transport(request: pytest.FixtureRequest) -> Callable[[], Harness]:
 @pytest.mark.parametrize("case", SUITE, ids=lambda case: case.__name__)
 def test_transport_conformance(transport, case):
     asyncio.run(asyncio.wait_for(run_case(transport, case), 25))
+
+
+# -- the asyncio drivers' durability hook -----------------------------------------------
+
+
+ASYNCIO = [MemoryHarness, TcpHarness, WebSocketHarness]
+
+
+@pytest.mark.parametrize("make", ASYNCIO, ids=lambda make: make.name)
+def test_timers_are_on_time_while_every_turn_waits_for_durability(make):
+    """``before_send`` (the node's group commit) makes a driver wait within
+    its turns; the session's timers must not wait for the link to go quiet."""
+
+    def durable() -> Harness:
+        h = make()
+        h.before_send = one_turn
+        return h
+
+    case = delayed_ack_is_sent_on_time_while_replies_wait_for_durability
+    asyncio.run(asyncio.wait_for(run_case(durable, case), 25))
 
 
 # -- WebSocket framing: what a byte stream cannot express ------------------------------

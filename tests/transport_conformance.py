@@ -2,28 +2,38 @@
 
 Each transport is wrapped in a :class:`Harness` that joins two sessions
 (:meth:`Harness.connect`), or a session and a raw peer that sends whatever
-bytes a test wants (:meth:`Harness.connect_raw`), and that waits for a
-condition (:meth:`Harness.wait_until`): asyncio transports await a change of
-any session with a real timeout; the simulator advances its virtual clock.
+bytes a test wants (:meth:`Harness.connect_raw`), that keeps such a peer
+talking (:meth:`Harness.keep_sending`), and that waits for a condition
+(:meth:`Harness.wait_until`): asyncio transports await a change of any
+session with a real timeout; the simulator advances its virtual clock.
 The cases in :data:`SUITE` only use this interface, so every transport runs
 the very same code (automerge-repo's network-adapter-tests idea).
+
+Sessions are :class:`WatchedSession`: they record every input and every
+message they send with the time, so a case can check not only what a driver
+did but when (a driver must honour the session's deadlines on every turn,
+not only when its link goes quiet).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
+from headcount.net.driver import BeforeSend, EffectHandler, SessionDriver
 from headcount.net.stream import StreamPeer
 from headcount.net.websocket import WebSocketPeer, dial, sync_app
+from headcount.protocol.logview import LogView
 from headcount.protocol.memlog import MemLog
 from headcount.protocol.session import (
     Applied,
@@ -35,8 +45,20 @@ from headcount.protocol.session import (
     State,
     SyncStatus,
 )
+from headcount.protocol.wire import (
+    Ack,
+    Goodbye,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Segments,
+    Summary,
+    decode_body,
+    encode,
+)
 from headcount.sim.network import LAN, Link, Network
-from headcount.sim.scheduler import Scheduler
+from headcount.sim.scheduler import Scheduler, Timer
 
 from .protocol_helpers import make_devices
 
@@ -44,37 +66,96 @@ EV = "ev"
 FAST = SessionConfig(idle_timeout=0.3, keepalive_interval=0.1, ack_timeout=2.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One call into a watched session: when, which method, what it returned."""
+
+    at: float
+    method: str
+    effects: tuple[Effect, ...]
+
+
 class WatchedSession(Session):
-    """A session that reports every input, so tests can await state changes."""
+    """A session that reports every input, so tests can await state changes,
+    and records every input (:attr:`inputs`) and every message it sends
+    (:attr:`sent`, as ``(now, message)``), so tests can check when a driver
+    let it act."""
 
     on_change: Callable[[], None] = staticmethod(lambda: None)
 
+    def __init__(self, log: LogView, now: float, config: SessionConfig) -> None:
+        super().__init__(log, now, config)
+        self.inputs: list[Input] = []
+        self.sent: list[tuple[float, Message]] = []
+        self._depth = 0  # inputs call one another (tick -> anti_entropy): record once
+
+    def start(self, now: float) -> list[Effect]:
+        return self._watch("start", lambda: Session.start(self, now), now)
+
     def receive_data(self, data: bytes, now: float) -> list[Effect]:
-        out = super().receive_data(data, now)
-        self.on_change()
-        return out
+        return self._watch("receive_data", lambda: Session.receive_data(self, data, now), now)
 
     def tick(self, now: float) -> list[Effect]:
-        out = super().tick(now)
-        self.on_change()
-        return out
+        return self._watch("tick", lambda: Session.tick(self, now), now)
+
+    def local_entries(self, event: str, now: float) -> list[Effect]:
+        return self._watch("local_entries", lambda: Session.local_entries(self, event, now), now)
+
+    def anti_entropy(self, now: float) -> list[Effect]:
+        return self._watch("anti_entropy", lambda: Session.anti_entropy(self, now), now)
+
+    def close(self, now: float, code: str = "bye", message: str = "") -> list[Effect]:
+        return self._watch("close", lambda: Session.close(self, now, code, message), now)
 
     def connection_lost(self, now: float) -> list[Effect]:
-        out = super().connection_lost(now)
-        self.on_change()
-        return out
+        return self._watch("connection_lost", lambda: Session.connection_lost(self, now), now)
+
+    def _watch(self, method: str, call: Callable[[], list[Effect]], now: float) -> list[Effect]:
+        self._depth += 1
+        try:
+            effects = call()
+        finally:
+            self._depth -= 1
+        if not self._depth:
+            self.inputs.append(Input(now, method, tuple(effects)))
+            for effect in effects:
+                if isinstance(effect, Send):
+                    self.sent.append((now, decode_body(effect.data[4:])))
+            self.on_change()
+        return effects
+
+    def first_sent(self, kind: type[Message]) -> float | None:
+        """When the first ``kind`` message was sent (None: not yet)."""
+        return next((t for t, m in self.sent if isinstance(m, kind)), None)
+
+    def first_applied(self) -> float | None:
+        """When the first input that applied entries was taken (None: not yet)."""
+        applied = (i.at for i in self.inputs if any(isinstance(e, Applied) for e in i.effects))
+        return next(applied, None)
+
+    def received_between(self, start: float, end: float) -> int:
+        """How many times the driver fed received bytes in ``[start, end)``."""
+        return sum(1 for i in self.inputs if i.method == "receive_data" and start <= i.at < end)
+
+
+class Driver(Protocol):
+    """What the suite asks of whatever drives a session: a
+    :class:`~headcount.net.driver.SessionDriver`, the simulator's peer."""
+
+    async def notify(self, event: str) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class End:
     """One session end as the suite sees it, whatever drives it."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: WatchedSession) -> None:
         self.session = session
         self.closes: list[str | None] = []  # the errors of the Close effects seen
         self.applied = 0
         self.ended = False  # the driver stopped (closed, lost or dropped)
-        self._notify: Callable[[str], Awaitable[None]] | None = None
-        self._close: Callable[[], Awaitable[None]] | None = None
+        self.driver: Driver | None = None  # set by the harness
 
     def effect(self, effect: Effect) -> None:
         if isinstance(effect, Close):
@@ -87,20 +168,34 @@ class End:
         return self.ended or bool(self.closes)
 
     async def notify(self, event: str) -> None:
-        assert self._notify is not None
-        await self._notify(event)
+        assert self.driver is not None
+        await self.driver.notify(event)
 
     async def close(self) -> None:
-        assert self._close is not None
-        await self._close()
+        assert self.driver is not None
+        await self.driver.close()
 
 
 Raw = Callable[[bytes], Awaitable[None]]
 """Send raw bytes to the victim, as one transport unit (a write, a message)."""
 
+BURST = 8  # frames of steady traffic sent on each turn of the event loop (asyncio)
+SIM_TRAFFIC_EVERY = 0.01  # virtual seconds between frames of steady traffic
+
+
+async def next_turn() -> None:
+    """Let the event loop run a turn (every other ready task runs once).
+    Yields; waits for nothing."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await done
+
 
 class Harness:
-    """A transport under test. Subclasses implement the four primitives."""
+    """A transport under test. Subclasses implement the primitives
+    (``connect``, ``connect_raw``; the simulator also ``now``,
+    ``wait_until`` and ``keep_sending``)."""
 
     name = "?"
 
@@ -136,25 +231,54 @@ class Harness:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), left)
 
+    async def keep_sending(
+        self,
+        raw: Raw,
+        frame: Callable[[int], bytes],
+        until: Callable[[], bool],
+        timeout: float = 5.0,
+    ) -> None:
+        """Steady traffic: send ``frame(0)``, ``frame(1)``, ... to a raw
+        victim until ``until()`` holds; AssertionError after ``timeout``.
+
+        On the asyncio transports the peer is faster than the victim: a
+        burst goes out on every turn of the event loop, whatever the victim
+        is doing (as a peer in another process would send).
+        """
+        deadline = time.monotonic() + timeout
+        numbers = itertools.count()
+        while not until():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: condition not met in {timeout} s of traffic")
+            for _ in range(BURST):
+                await raw(frame(next(numbers)))
+            await next_turn()
+
     async def aclose(self) -> None:
         pass
 
 
 class _AsyncioHarness(Harness):
-    """Shared by the asyncio transports: peers run as tasks."""
+    """Shared by the asyncio transports: peers are
+    :class:`~headcount.net.driver.SessionDriver` and run as tasks.
+    ``before_send`` (settable) is given to every driver, as the node gives
+    them its group commit."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tasks: list[asyncio.Task[Any]] = []
-        self.peers: list[Any] = []
+        self.peers: list[SessionDriver[Any]] = []
+        self.before_send: BeforeSend | None = None
 
-    def end(self, session: Session) -> End:
-        return End(session)
-
-    def adopt(self, end: End, peer: Any) -> None:
-        """Run ``peer`` (a StreamPeer-like driver) for ``end``."""
-        end._notify, end._close = peer.notify, peer.close
+    def track(self, end: End, peer: SessionDriver[Any]) -> None:
+        """``peer`` drives ``end`` (it runs elsewhere: see :meth:`adopt`)."""
+        end.driver = peer
+        peer.before_send = self.before_send
         self.peers.append(peer)
+
+    def adopt(self, end: End, peer: SessionDriver[Any]) -> None:
+        """Run ``peer`` for ``end``."""
+        self.track(end, peer)
 
         async def run() -> None:
             try:
@@ -184,69 +308,51 @@ class _AsyncioHarness(Harness):
 # -- (a) the in-memory link ---------------------------------------------------------
 
 
-class _MemoryPeer:
-    """The in-memory link's driver: ConnectionPair's perfect link, run by
-    asyncio so that deadlines are real (one queue item per ``Send``; None is
-    the end of the stream)."""
+class _MemoryPeer(SessionDriver[bytes]):
+    """The in-memory link: ConnectionPair's perfect link as a transport of
+    :class:`~headcount.net.driver.SessionDriver` (httpx's ``MockTransport``
+    idea), so the shared run loop runs with no network. One queue item per
+    ``Send``; ``b""`` is the end of the stream."""
 
-    def __init__(self, session: Session, inbox: asyncio.Queue, outbox: asyncio.Queue,
-                 on_effect: Callable[[Any, Effect], None]) -> None:  # fmt: skip
-        self.session, self.inbox, self.outbox, self.on_effect = session, inbox, outbox, on_effect
-        self.done = self.eof_sent = False
+    def __init__(self, session: Session, inbox: asyncio.Queue[bytes],
+                 outbox: asyncio.Queue[bytes], on_effect: EffectHandler) -> None:  # fmt: skip
+        super().__init__(session, on_effect)
+        self.inbox, self.outbox = inbox, outbox
+        self.eof_sent = False
 
-    async def run(self) -> None:
-        try:
-            self._apply(self.session.start(time.monotonic()))
-            while not self.done:
-                deadline = self.session.next_deadline()
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    data = await asyncio.wait_for(self.inbox.get(), wait)
-                except TimeoutError:
-                    self._apply(self.session.tick(time.monotonic()))
-                    continue
-                if data is None:
-                    self.session.connection_lost(time.monotonic())
-                    break
-                self._apply(self.session.receive_data(data, time.monotonic()))
-        finally:
-            await self.aclose()
+    async def _read(self) -> bytes:
+        return await self.inbox.get()
 
-    def _apply(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Send):
-                self.outbox.put_nowait(effect.data)
-            else:
-                self.on_effect(self, effect)
-                self.done = self.done or isinstance(effect, Close)
+    async def _on_read(self, item: bytes) -> None:
+        if item:
+            await self._deliver(item)
+        else:
+            self._lost("connection closed by peer")
 
-    async def notify(self, event: str) -> None:
-        if not self.done:
-            self._apply(self.session.local_entries(event, time.monotonic()))
-
-    async def close(self) -> None:
-        if not self.done:
-            self._apply(self.session.close(time.monotonic()))
+    async def _send(self, data: bytes) -> bool:
+        self.outbox.put_nowait(data)
+        return True
 
     async def aclose(self) -> None:
+        self._finish("closed")
         if not self.eof_sent:  # the end of the stream, once
-            self.done = self.eof_sent = True
-            self.outbox.put_nowait(None)
+            self.eof_sent = True
+            self.outbox.put_nowait(b"")
 
 
 class MemoryHarness(_AsyncioHarness):
     name = "memory"
 
     async def connect(self, a: MemLog, b: MemLog, config: SessionConfig) -> tuple[End, End]:
-        qa: asyncio.Queue = asyncio.Queue()
-        qb: asyncio.Queue = asyncio.Queue()
+        qa: asyncio.Queue[bytes] = asyncio.Queue()
+        qb: asyncio.Queue[bytes] = asyncio.Queue()
         ea, eb = End(self.session(a, config)), End(self.session(b, config))
         self.adopt(ea, _MemoryPeer(ea.session, qa, qb, self.handler(ea)))
         self.adopt(eb, _MemoryPeer(eb.session, qb, qa, self.handler(eb)))
         return ea, eb
 
     async def connect_raw(self, victim: MemLog, config: SessionConfig) -> tuple[End, Raw]:
-        inbox: asyncio.Queue = asyncio.Queue()
+        inbox: asyncio.Queue[bytes] = asyncio.Queue()
         end = End(self.session(victim, config))
         self.adopt(end, _MemoryPeer(end.session, inbox, asyncio.Queue(), self.handler(end)))
 
@@ -323,8 +429,7 @@ class WebSocketHarness(_AsyncioHarness):
         end = End(self.session(log, config))
 
         def on_peer(peer: WebSocketPeer) -> None:
-            end._notify, end._close = peer.notify, peer.close
-            self.peers.append(peer)
+            self.track(end, peer)
             self.tasks.append(asyncio.create_task(self._mark_ended(end, peer)))
 
         app = sync_app(lambda _der: end.session, self.handler(end), on_peer)
@@ -372,6 +477,71 @@ class WebSocketHarness(_AsyncioHarness):
 # -- (d) the simulator's link ------------------------------------------------------------
 
 
+class _SimPeer:
+    """The simulator's driver for one session at one side of a link: sends
+    ride the :class:`~headcount.sim.network.Network`, and a scheduler timer
+    is armed at :meth:`Session.next_deadline` after every input."""
+
+    def __init__(self, h: SimHarness, end: End, link: Link, side: int) -> None:
+        self.h, self.end, self.link, self.side = h, end, link, side
+        self.session = end.session
+        self.far: Callable[[Any], None] = lambda _item: None  # the other side's deliver
+        self.timer: Timer | None = None
+
+    def start(self) -> None:
+        self._run(self.session.start(self.h.sched.now))
+
+    def deliver(self, item: Any) -> None:
+        """What the other side sent arrives (None: the connection closed)."""
+        if self.end.ended:
+            return
+        if item is None:
+            self.session.connection_lost(self.h.sched.now)
+            self.end.ended = True
+        else:
+            self._run(self.session.receive_data(item, self.h.sched.now))
+
+    async def notify(self, event: str) -> None:
+        self._run(self.session.local_entries(event, self.h.sched.now))
+
+    async def close(self) -> None:
+        self._run(self.session.close(self.h.sched.now))
+
+    def _run(self, effects: list[Effect]) -> None:
+        net, to = self.h.net, 1 - self.side
+        for effect in effects:
+            if isinstance(effect, Send):
+                net.send(self.link, to, effect.data, len(effect.data), "frame", self.far)
+            else:
+                self.end.effect(effect)
+                if isinstance(effect, Close):
+                    self.end.ended = True
+                    net.send_control(self.link, to, None, self.far)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        deadline = self.session.next_deadline()
+        if deadline is not None and not self.end.ended:
+            sched = self.h.sched
+            tick = lambda: self._run(self.session.tick(sched.now))  # noqa: E731
+            self.timer = sched.at(max(deadline, sched.now + 1e-6), tick)
+
+
+class _SimRaw:
+    """A raw peer on the simulator's link: sends bytes at once, as one unit."""
+
+    def __init__(self, h: SimHarness, link: Link, victim: _SimPeer) -> None:
+        self.h, self.link, self.victim = h, link, victim
+
+    async def __call__(self, data: bytes) -> None:
+        self.send(data)
+
+    def send(self, data: bytes) -> None:
+        self.h.net.send(self.link, self.victim.side, data, len(data), "raw", self.victim.deliver)
+
+
 class SimHarness(Harness):
     """Sessions joined by the simulator's :class:`~headcount.sim.network.Network`
     (a LAN link, stream transport) in virtual time: waiting runs the scheduler."""
@@ -391,72 +561,43 @@ class SimHarness(Harness):
             self.sched.run(self.sched.now + timeout, stop=predicate)
         assert predicate(), f"sim: condition not met in {timeout} virtual s"
 
-    def _end(self, session: Session, link: Link, side: int) -> tuple[End, Callable[[Any], None]]:
-        """Drive ``session`` at ``side`` of ``link``; returns its end and its
-        delivery function (what the other side's sends arrive at)."""
-        end = End(session)
-        state: dict[str, Any] = {"peer": None, "timer": None}
+    async def keep_sending(
+        self,
+        raw: Raw,
+        frame: Callable[[int], bytes],
+        until: Callable[[], bool],
+        timeout: float = 5.0,
+    ) -> None:
+        """Steady traffic in virtual time: a frame every ``SIM_TRAFFIC_EVERY`` s."""
+        assert isinstance(raw, _SimRaw)
+        numbers = itertools.count()
 
-        def run(effects: list[Effect]) -> None:
-            for effect in effects:
-                if isinstance(effect, Send):
-                    self.net.send(link, 1 - side, effect.data, len(effect.data), "frame",
-                                  state["peer"])  # fmt: skip
-                else:
-                    end.effect(effect)
-                    if isinstance(effect, Close):
-                        end.ended = True
-                        self.net.send_control(link, 1 - side, None, state["peer"])
-            arm()
+        def send() -> None:
+            if not until():
+                raw.send(frame(next(numbers)))
+                self.sched.after(SIM_TRAFFIC_EVERY, send)
 
-        def arm() -> None:
-            if state["timer"] is not None:
-                state["timer"].cancel()
-            deadline = session.next_deadline()
-            if deadline is not None and not end.ended:
-                tick = lambda: run(session.tick(self.sched.now))  # noqa: E731
-                state["timer"] = self.sched.at(max(deadline, self.sched.now + 1e-6), tick)
+        send()
+        await self.wait_until(until, timeout)
 
-        def deliver(item: Any) -> None:
-            if end.ended:
-                return
-            if item is None:  # the connection closed
-                session.connection_lost(self.sched.now)
-                end.ended = True
-            else:
-                run(session.receive_data(item, self.sched.now))
-
-        async def notify(event: str) -> None:
-            run(session.local_entries(event, self.sched.now))
-
-        async def close() -> None:
-            run(session.close(self.sched.now))
-
-        end._notify, end._close = notify, close
-        end.start = lambda: run(session.start(self.sched.now))  # type: ignore[attr-defined]
-        end.bind = lambda peer: state.__setitem__("peer", peer)  # type: ignore[attr-defined]
-        return end, deliver
+    def _peer(self, log: MemLog, config: SessionConfig, link: Link, side: int) -> _SimPeer:
+        end = End(self.session(log, config))
+        peer = end.driver = _SimPeer(self, end, link, side)
+        return peer
 
     async def connect(self, a: MemLog, b: MemLog, config: SessionConfig) -> tuple[End, End]:
         link = Link(0, 1, LAN)
-        ea, deliver_a = self._end(self.session(a, config), link, 0)
-        eb, deliver_b = self._end(self.session(b, config), link, 1)
-        ea.bind(deliver_b)  # type: ignore[attr-defined]
-        eb.bind(deliver_a)  # type: ignore[attr-defined]
-        ea.start()  # type: ignore[attr-defined]
-        eb.start()  # type: ignore[attr-defined]
-        return ea, eb
+        pa, pb = self._peer(a, config, link, 0), self._peer(b, config, link, 1)
+        pa.far, pb.far = pb.deliver, pa.deliver
+        pa.start()
+        pb.start()
+        return pa.end, pb.end
 
     async def connect_raw(self, victim: MemLog, config: SessionConfig) -> tuple[End, Raw]:
         link = Link(0, 1, LAN)
-        end, deliver = self._end(self.session(victim, config), link, 1)
-        end.bind(lambda _item: None)  # type: ignore[attr-defined]  # the raw peer ignores us
-        end.start()  # type: ignore[attr-defined]
-
-        async def raw(data: bytes) -> None:
-            self.net.send(link, 1, data, len(data), "raw", deliver)
-
-        return end, raw
+        peer = self._peer(victim, config, link, 1)  # its sends go nowhere: raw peers ignore them
+        peer.start()
+        return peer.end, _SimRaw(self, link, peer)
 
 
 HARNESSES: dict[str, Callable[[], Harness]] = {
@@ -562,6 +703,107 @@ async def silent_peer_is_dropped_after_idle_timeout(h: Harness) -> None:
     assert FAST.idle_timeout - 0.05 <= elapsed < FAST.idle_timeout + 2.0, elapsed
 
 
+# -- deadlines: a driver ticks the session on every turn --------------------------------
+
+DUE = 0.2  # the timer under test (seconds)
+LATE = 0.5  # how late a timer may fire on a busy machine (the old drivers: never, under traffic)
+
+
+def _opening(peer: MemLog, *then: Message) -> bytes:
+    """A raw peer's first unit: its Hello (speaking ``EV``), then ``then``."""
+    return b"".join(encode(m) for m in (Hello(peer.device_id, (EV,)), *then))
+
+
+def _on_time(session: WatchedSession, due: float, fired: float) -> None:
+    """A timer due at ``due`` fired at ``fired``: late by at most the input
+    the driver was taking when it fell due (the driver checks the session's
+    deadline after every input), never by the traffic behind it."""
+    # (the session compares ``now - start >= interval``: allow its rounding)
+    assert due - 1e-9 <= fired < due + LATE, f"fired {fired - due:+.3f} s after its deadline"
+    late = session.received_between(due, fired)
+    assert late <= 1, f"{late} inputs taken after the deadline, before the timer"
+
+
+async def _delayed_ack_under(h: Harness, traffic: Callable[[MemLog, int], bytes]) -> None:
+    """A peer sends a batch, then keeps sending ``traffic(peer, n)``: the
+    batch's ``Ack``, delayed by ``ack_delay``, must go out on time."""
+    victim, peer = make_devices(2)
+    fill(peer, 1)
+    batch = Segments(EV, tuple(peer.segments_since(EV, {}, 1 << 16)))
+    end, raw = await h.connect_raw(victim, SessionConfig(ack_delay=DUE))
+    await raw(_opening(peer, batch))
+    acked = lambda: end.session.first_sent(Ack) is not None  # noqa: E731
+    await h.keep_sending(raw, lambda n: traffic(peer, n), until=acked, timeout=3)
+    applied, ack = end.session.first_applied(), end.session.first_sent(Ack)
+    assert applied is not None and ack is not None
+    assert victim.version_vector(EV) == {peer.device_id: 1}
+    _on_time(end.session, applied + DUE, ack)
+
+
+async def delayed_ack_is_sent_on_time_under_steady_traffic(h: Harness) -> None:
+    """An ``Ack`` delayed by ``ack_delay`` goes out at its deadline while the
+    peer keeps talking (pings, faster than the delay), not once it stops."""
+    await _delayed_ack_under(h, lambda _peer, n: encode(Ping(n)))
+
+
+async def keepalive_is_sent_on_time_under_steady_traffic(h: Harness) -> None:
+    """The keepalive ``Ping`` goes out ``keepalive_interval`` after the last
+    frame sent while the peer keeps talking (pongs, which need no answer)."""
+    victim, peer = make_devices(2)
+    end, raw = await h.connect_raw(victim, SessionConfig(keepalive_interval=DUE))
+    await raw(_opening(peer))
+    await h.wait_until(opened(end))
+    pinged = lambda: end.session.first_sent(Ping) is not None  # noqa: E731
+    await h.keep_sending(raw, lambda n: encode(Pong(n)), until=pinged, timeout=3)
+    ping = end.session.first_sent(Ping)
+    assert ping is not None
+    last_sent = max(t for t, _m in end.session.sent if t < ping)
+    _on_time(end.session, last_sent + DUE, ping)
+
+
+async def retransmission_is_on_time_after_a_local_push(h: Harness) -> None:
+    """Entries pushed on a quiet link and never acknowledged are sent again
+    ``ack_timeout`` later: a local input (``notify``) that brings the
+    session's deadline forward re-arms the driver's timer."""
+    victim, peer = make_devices(2)
+    config = SessionConfig(ack_timeout=DUE)  # keepalive 10 s, idle 30 s: nothing else due
+    end, raw = await h.connect_raw(victim, config)
+    await raw(_opening(peer, Summary(EV, {}, False)))  # holds nothing, acknowledges nothing
+    await h.wait_until(synced(end))
+    fill(victim, 2)
+    await end.notify(EV)
+    await h.wait_until(lambda: end.session.status.retries > 0, 3)
+    first, again = [t for t, m in end.session.sent if isinstance(m, Segments)][:2]
+    _on_time(end.session, first + DUE, again)
+
+
+async def local_close_ends_the_driver_at_once(h: Harness) -> None:
+    """``close()`` says ``Goodbye`` and the driver ends at once, without
+    waiting for the peer (which here never answers) or for a deadline."""
+    victim, peer = make_devices(2)
+    end, raw = await h.connect_raw(victim, SessionConfig())  # nothing due for 10 s
+    await raw(_opening(peer))
+    await h.wait_until(opened(end))
+    await end.close()
+    await h.wait_until(lambda: end.ended, 2)
+    assert isinstance(end.session.sent[-1][1], Goodbye)
+    assert end.closes == [None]
+
+
+async def one_turn(_event: str) -> None:
+    """A durability wait as the node's group commit makes one: the frame
+    goes out on a later turn of the event loop (for ``before_send``)."""
+    await next_turn()
+
+
+async def delayed_ack_is_sent_on_time_while_replies_wait_for_durability(h: Harness) -> None:
+    """As :func:`delayed_ack_is_sent_on_time_under_steady_traffic`, with the
+    peer asking for summaries: every reply is about the event, so (with
+    ``before_send``) every turn of the driver waits, and more traffic arrives
+    meanwhile: no read ever has to wait, on any transport."""
+    await _delayed_ack_under(h, lambda peer, _n: encode(Summary(EV, {peer.device_id: 1}, True)))
+
+
 SUITE: list[Callable[[Harness], Awaitable[None]]] = [
     converges_both_ways,
     large_backlog_arrives_in_bounded_batches,
@@ -569,6 +811,10 @@ SUITE: list[Callable[[Harness], Awaitable[None]]] = [
     garbage_closes_with_a_protocol_error,
     clean_close_is_seen_by_both_sides,
     silent_peer_is_dropped_after_idle_timeout,
+    delayed_ack_is_sent_on_time_under_steady_traffic,
+    keepalive_is_sent_on_time_under_steady_traffic,
+    retransmission_is_on_time_after_a_local_push,
+    local_close_ends_the_driver_at_once,
 ]
 
 

@@ -36,6 +36,7 @@ from headcount.protocol.session import Applied, Effect, PeerIdentified, Session,
 from headcount.replica.log import ReplicaLog
 from headcount.replica.replica import Replica
 
+from .driver import EffectHandler
 from .groupcommit import GroupCommit
 from .preverify import PreVerifier
 from .stream import StreamPeer
@@ -86,6 +87,12 @@ class Node:
     server_ctx / client_ctx: TLS contexts (``pki_device.ssl_context``).
     org_ca: the organisation CA certificate.
     revocations: a callable returning the current revocation list.
+
+    Observers (append before or after :meth:`start`): ``effect_observers``
+    are called with ``(driver, effect)`` for every application effect of
+    every link (``Applied``, ``PeerIdentified``, ...), after the node has
+    acted on it; ``link_observers`` with every new :class:`Link`, before its
+    session runs. They must not block.
     """
 
     def __init__(
@@ -127,6 +134,8 @@ class Node:
         self._ws_runner: web.AppRunner | None = None
         self.ws_port: int | None = None
         self._pending_ws: dict[int, PeerIdentity] = {}
+        self.effect_observers: list[EffectHandler] = []
+        self.link_observers: list[Callable[[Link], None]] = []
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -206,6 +215,8 @@ class Node:
             link.peer.prepare = self.preverify.prepare
         self.links.append(link)
         self._by_event.clear()
+        for observe in self.link_observers:
+            observe(link)
 
     def _remove_link(self, link: Link) -> None:
         if link in self.links:
@@ -441,6 +452,8 @@ class Node:
             self._push(effect.event, skip=source)  # forward at once (relays, multi-hop LANs)
         elif isinstance(effect, PeerIdentified):
             self._drop_duplicate(source, effect.device)
+        for observe in self.effect_observers:
+            observe(source, effect)
 
     def _drop_duplicate(self, source: StreamPeer, device: str) -> None:
         """Two connections to one peer (both dialled): keep the one dialled by

@@ -2,9 +2,10 @@
 
 The driver is the only place where the session meets sockets and the clock:
 it feeds received bytes and the monotonic time in, writes what the session
-says to send, wakes the session at its deadlines, and enforces transport
-limits the session cannot see (a peer that stops reading is dropped when the
-write buffer does not drain in time).
+says to send, and enforces transport limits the session cannot see (a peer
+that stops reading is dropped when the write buffer does not drain in time).
+The run loop, and with it the session's deadlines, is
+:class:`~headcount.net.driver.SessionDriver`'s.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from .driver import DRAIN_TIMEOUT, EffectHandler, SessionDriver
 READ_SIZE = 64 * 1024
 
 
-class StreamPeer(SessionDriver):
+class StreamPeer(SessionDriver[bytes]):
     """One connection over an asyncio stream: a session, a reader and a writer.
+    Each read (at most ``READ_SIZE`` bytes) is one input of the run loop.
 
     Args:
         session: a fresh (IDLE) session.
@@ -44,30 +46,14 @@ class StreamPeer(SessionDriver):
         self.writer = writer
         self._wrote = False
 
-    async def run(self) -> None:
-        """Run until the session or the connection ends. Never raises for
-        anything the peer does."""
-        try:
-            await self._apply(self.session.start(self.clock()))
-            while not self.closed.is_set():
-                deadline = self.session.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - self.clock())
-                try:
-                    # asyncio.timeout, not wait_for: wait_for runs the read in a
-                    # new task, two extra turns of the loop per message.
-                    async with asyncio.timeout(timeout):
-                        data = await self.reader.read(READ_SIZE)
-                except TimeoutError:
-                    await self._apply(self.session.tick(self.clock()))
-                    continue
-                if not data:
-                    self._lost("connection closed by peer")
-                    break
-                await self._apply(self.session.receive_data(data, self.clock()))
-        except (ConnectionError, OSError) as exc:
-            self._lost(f"connection error: {exc}")
-        finally:
-            await self.aclose()
+    async def _read(self) -> bytes:
+        return await self.reader.read(READ_SIZE)
+
+    async def _on_read(self, item: bytes) -> None:
+        if item:
+            await self._deliver(item)
+        else:
+            self._lost("connection closed by peer")
 
     async def _send(self, data: bytes) -> bool:
         self.writer.write(data)  # buffered; drained once per batch in _flush

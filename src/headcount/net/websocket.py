@@ -33,7 +33,6 @@ from .driver import DRAIN_TIMEOUT, EffectHandler, SessionDriver
 
 HANDSHAKE_TIMEOUT = 10.0
 SYNC_PATH = "/sync"
-_MIN_WAIT = 1e-3  # aiohttp reads receive(timeout=0) as "no timeout"
 _FRAME_HEADER = 4  # the wire's length prefix
 _QUICK_SEND = 16 * 1024  # below this many buffered bytes a send is not timed
 
@@ -55,14 +54,16 @@ def peer_certificate(source: Any) -> bytes | None:
     return ssl_object.getpeercert(binary_form=True) if ssl_object else None
 
 
-class WebSocketPeer(SessionDriver):
+class WebSocketPeer(SessionDriver[aiohttp.WSMessage]):
     """One connection: a session and an open WebSocket (either side).
 
     Same contract as :class:`~headcount.net.stream.StreamPeer`:
     ``on_effect`` is called for every application effect (``Applied``,
     ``EquivocationFound``, ``PeerIdentified``, ``Close``); the session is
-    woken at :meth:`Session.next_deadline`; a send that does not complete
-    within ``drain_timeout`` (the peer stopped reading) drops the peer.
+    woken at :meth:`Session.next_deadline` (see
+    :class:`~headcount.net.driver.SessionDriver`: after every message too); a
+    send that does not complete within ``drain_timeout`` (the peer stopped
+    reading) drops the peer.
 
     Args:
         session: a fresh (IDLE) session.
@@ -72,6 +73,8 @@ class WebSocketPeer(SessionDriver):
         clock: monotonic seconds (injectable for tests).
         owner: an HTTP client session to close with the connection (dialer).
     """
+
+    transport_errors = (ConnectionError, OSError, aiohttp.ClientError)
 
     def __init__(
         self,
@@ -89,25 +92,6 @@ class WebSocketPeer(SessionDriver):
         # (settable after construction; see net/preverify.py)
         self.prepare: Callable[[bytes], Awaitable[None]] | None = None
 
-    async def run(self) -> None:
-        """Run until the session or the connection ends. Never raises for
-        anything the peer does."""
-        try:
-            await self._apply(self.session.start(self.clock()))
-            while not self.closed.is_set():
-                deadline = self.session.next_deadline()
-                wait = None if deadline is None else max(_MIN_WAIT, deadline - self.clock())
-                try:
-                    msg = await self.ws.receive(timeout=wait)
-                except TimeoutError:
-                    await self._apply(self.session.tick(self.clock()))
-                    continue
-                await self._on_message(msg)
-        except (ConnectionError, OSError, aiohttp.ClientError) as exc:
-            self._lost(f"connection error: {exc}")
-        finally:
-            await self.aclose()
-
     async def aclose(self) -> None:
         self._finish("closed")
         with contextlib.suppress(Exception):
@@ -116,7 +100,10 @@ class WebSocketPeer(SessionDriver):
             with contextlib.suppress(Exception):
                 await self.owner.close()
 
-    async def _on_message(self, msg: aiohttp.WSMessage) -> None:
+    async def _read(self) -> aiohttp.WSMessage:
+        return await self.ws.receive()
+
+    async def _on_read(self, msg: aiohttp.WSMessage) -> None:
         if msg.type is WSMsgType.BINARY:
             if self.prepare is not None:
                 await self.prepare(msg.data)  # e.g. signatures checked off the loop

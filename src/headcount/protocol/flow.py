@@ -126,8 +126,11 @@ class Flows:
             flow = self._flows[event] = EventFlow(event)
         return flow
 
-    def dispatched(self, flow: EventFlow) -> None:
-        """One more message of ``flow`` (a batch, a snapshot) awaits its ``Ack``."""
+    def dispatched(self, flow: EventFlow, now: float) -> None:
+        """One more message of ``flow`` (a batch, a snapshot) awaits its
+        ``Ack``; the first of them starts the retransmission clock."""
+        if not flow.in_flight:
+            flow.progress = now
         flow.in_flight += 1
         self._start(flow)
 

@@ -71,8 +71,6 @@ class Sender:
                 break
             if not segments:
                 break
-            if not flow.in_flight:
-                flow.progress = now
             flow.sent_through(seg.head for seg in segments)
             self.status.entries_sent += sum(len(seg.entries) for seg in segments)
             certs = self.certificates({seg.head.device for seg in segments})
@@ -83,7 +81,7 @@ class Sender:
                     return effects + self._fail(
                         "too_big", "an entry is larger than the frame limit", now
                     )
-                self.flows.dispatched(flow)
+                self.flows.dispatched(flow, now)
                 effects += self._send([Segments(flow.event, tuple(group))], now)
         return effects
 
@@ -126,7 +124,7 @@ class Sender:
         state, heads = self.log.snapshot_for(flow.event)
         parts: list[Message] = [*snapshot_parts(flow.event, state, heads, self._budget())]
         flow.sent_through(heads)
-        self.flows.dispatched(flow)
+        self.flows.dispatched(flow, now)
         return self._send(parts, now)
 
     def _budget(self) -> int:
