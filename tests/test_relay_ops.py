@@ -346,7 +346,6 @@ def test_collect_from_real_idle_node_and_replica(replica: Replica) -> None:
     text = m.exposition().decode()
     assert value(text, "headcount_connected_devices") == 0
     assert value(text, "headcount_conflicts_open", event=EVENT) == 0
-    assert node_serving(SimpleNamespace())() is False
 
 
 def test_collect_from_real_nodes_over_tls(tmp_path, clock: FakeClock) -> None:
@@ -363,6 +362,7 @@ def test_collect_from_real_nodes_over_tls(tmp_path, clock: FakeClock) -> None:
 
     async def main() -> None:
         a = _node(admin, [])
+        seen["before"] = node_serving(a)()
         await a.start()
         g = _node(gate, [("127.0.0.1", a.port)])
         await g.start()
@@ -378,7 +378,7 @@ def test_collect_from_real_nodes_over_tls(tmp_path, clock: FakeClock) -> None:
 
     asyncio.run(asyncio.wait_for(main(), 20))
     text = m.exposition().decode()
-    assert seen == {"serving": True, "stopped": False}
+    assert seen == {"before": False, "serving": True, "stopped": False}
     assert value(text, "headcount_connected_devices") == 1
     assert ("headcount_device_lag_entries", (("device", gate.device_id),)) in samples(text)
     assert value(text, "headcount_entries_out_total", source="peer") > 0

@@ -156,6 +156,11 @@ class Node:
             self._spawn(self._maintain_ws(url))
         self._spawn(self._gossip())
 
+    @property
+    def serving(self) -> bool:
+        """True while the node's own listener accepts peers (started, not stopping)."""
+        return self._server is not None and self._server.is_serving() and not self._stopping
+
     async def stop(self) -> None:
         """Close every session cleanly and stop serving."""
         self._stopping = True

@@ -85,7 +85,9 @@ class Replica:
         self.wall_clock = wall_clock
         self.read_only = read_only
         self._lock_fd = lock_fd
-        self.clock = HybridClock(int(store.get_meta("hlc", 0) or 0), future_tolerance_ms)
+        stored_hlc = store.get_meta("hlc", 0)
+        hlc = int(stored_hlc) if isinstance(stored_hlc, int | str) and stored_hlc else 0
+        self.clock = HybridClock(hlc, future_tolerance_ms)
         if not read_only and store.public_key(identity.device_id) != identity.public_key_raw:
             store.trust(
                 identity.device_id, identity.public_key_raw, identity.role.value, wall_clock()
@@ -175,6 +177,11 @@ class Replica:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (the store is closed)."""
+        return self._closed
 
     def __enter__(self) -> Replica:
         return self

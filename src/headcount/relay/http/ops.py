@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -38,6 +38,9 @@ from headcount.replica.replica import Replica
 
 from .common import USER_KEY
 from .envelope import REQUEST_ID_HEADER
+
+if TYPE_CHECKING:
+    from headcount.net.node import Node
 
 access_log = logging.getLogger("headcount.relay.access")
 
@@ -228,18 +231,12 @@ def _collect_conflicts(metrics: Metrics, replica: Replica) -> None:
 
 def replica_open(replica: Replica) -> Callable[[], bool]:
     """A ready check: the replica's store is open."""
-    return lambda: not getattr(replica, "_closed", True)
+    return lambda: not replica.closed
 
 
-def node_serving(node: Any) -> Callable[[], bool]:
+def node_serving(node: Node) -> Callable[[], bool]:
     """A ready check: the node listens and is not stopping."""
-
-    def check() -> bool:
-        server = getattr(node, "_server", None)
-        serving = server is not None and server.is_serving()
-        return serving and not getattr(node, "_stopping", False)
-
-    return check
+    return lambda: node.serving
 
 
 # -- HTTP ------------------------------------------------------------------------
