@@ -12,7 +12,8 @@ from headcount._lazy import exports
 if TYPE_CHECKING:
     from .compaction import compact, compaction_horizon
     from .log import ReplicaLog
-    from .replica import ApplyResult, Replica
+    from .apply import ApplyResult
+    from .replica import Replica, lock_data_dir
 
 __all__ = [
     "ApplyResult",
@@ -20,12 +21,14 @@ __all__ = [
     "ReplicaLog",
     "compact",
     "compaction_horizon",
+    "lock_data_dir",
 ]
 
 __getattr__, __dir__ = exports(
     __name__,
     {
-        ".replica": ["ApplyResult", "Replica"],
+        ".apply": ["ApplyResult"],
+        ".replica": ["Replica", "lock_data_dir"],
         ".log": ["ReplicaLog"],
         ".compaction": ["compact", "compaction_horizon"],
     },

@@ -16,6 +16,10 @@ What differs from applying at once, and why it is sound for a relay:
    arrives, which the relay's version vector (lacking the dependency) makes
    its peers send. Applying such an entry later lets yrs hold it back the
    same way.
+   Applying it once and waiting could leave it stuck in yrs (design.md),
+   so :func:`apply_logged` keeps it *held back* and applies it again
+   whenever another entry integrates; compaction never folds it (the
+   document, hence a snapshot, lacks it), and a reload finds it in the log.
 2. Undecodable updates are refused at once (``pycrdt.get_state`` decodes the
    update's structure; ~0.3 us), so nothing that cannot be applied is ever
    logged.
@@ -27,7 +31,8 @@ from collections.abc import Callable
 
 from pycrdt import get_state
 
-from headcount.core.errors import HeadcountError
+from headcount.core.errors import HeadcountError, RemoteProtocolError
+from headcount.core.event import Event
 from headcount.core.hlc import HybridClock
 from headcount.core.model import LogEntry
 from headcount.store.interface import LogStore
@@ -97,3 +102,30 @@ def _contiguous(have: dict[str, int], waiting: dict[tuple[str, int], LogEntry]) 
             out.append(waiting[(device, seq)])
             have[device] = seq
     return out
+
+
+def apply_logged(ev: Event, held: dict[tuple[str, int], LogEntry], entries: list[LogEntry]) -> None:
+    """Apply accepted (logged) entries to the event's document, in order.
+
+    An entry whose Y items wait for an entry not yet here is put in ``held``
+    (keyed by device and sequence number), and every held entry is applied
+    again after each entry that integrates, until none progresses.
+    Decodable entries with bad content are skipped (``ev.doc.ignored``), as
+    on every replica.
+    """
+    with ev.doc.observing():
+        for entry in entries:
+            try:
+                if not ev.doc.apply_remote(entry.update):
+                    held[(entry.device, entry.seq)] = entry
+                    continue
+            except RemoteProtocolError:
+                ev.doc.ignored += 1
+                continue
+            progress = bool(held)
+            while progress:
+                progress = False
+                for key, waiting in sorted(held.items()):
+                    if ev.doc.apply_remote(waiting.update):
+                        del held[key]
+                        progress = True

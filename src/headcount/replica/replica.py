@@ -14,14 +14,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from headcount.core import csvimport
 from headcount.core.chain import ZERO_HASH
 from headcount.core.errors import (
-    HeadcountError,
     InputError,
     NotFoundError,
     RemoteProtocolError,
@@ -42,7 +40,8 @@ from headcount.core.model import (
 )
 from headcount.store.sqlite import DB_FILE, Durability, Store
 
-from . import lazyapply
+from . import apply, lazyapply
+from .apply import ApplyResult
 
 SNAPSHOT_EVERY = 2000  # log entries since the last snapshot before taking a new one
 REJOIN_KEY = "rejoin_events"  # meta: events restored from a backup, not yet caught up
@@ -50,16 +49,6 @@ REJOIN_KEY = "rejoin_events"  # meta: events restored from a backup, not yet cau
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    """What :meth:`Replica.apply_entries` did with a batch from a peer."""
-
-    applied: int = 0
-    duplicates: int = 0
-    pending: int = 0
-    rejected: list[tuple[LogEntry, str]] = field(default_factory=list)
 
 
 class Replica:
@@ -249,28 +238,8 @@ class Replica:
         return len(todo)
 
     def _apply_logged(self, event_id: str, ev: Event, entries: list[LogEntry]) -> None:
-        """Apply logged entries to a lazy relay's document. An entry whose Y
-        items wait for an entry not yet here is *held back* (yrs leaves it
-        out of the document): it is kept in :meth:`held_back` and applied
-        again whenever another entry integrates, as the eager path's pending
-        entries are (applying it once and waiting can leave it stuck: design.md)."""
         held = self._held.setdefault(event_id, {})
-        with ev.doc.observing():
-            for entry in entries:
-                try:
-                    if not ev.doc.apply_remote(entry.update):
-                        held[(entry.device, entry.seq)] = entry
-                        continue
-                except RemoteProtocolError:
-                    ev.doc.ignored += 1  # decodable structure, bad content: skipped everywhere
-                    continue
-                progress = bool(held)
-                while progress:
-                    progress = False
-                    for key, waiting in sorted(held.items()):
-                        if ev.doc.apply_remote(waiting.update):
-                            del held[key]
-                            progress = True
+        lazyapply.apply_logged(ev, held, entries)
         if not held:
             self._held.pop(event_id, None)
 
@@ -535,7 +504,7 @@ class Replica:
         result = ApplyResult()
         by_event: dict[str, list[LogEntry]] = {}
         for entry in entries:
-            reason = _shape_error(entry)
+            reason = apply.shape_error(entry)
             if reason:
                 result.rejected.append((entry, reason))
             else:
@@ -558,36 +527,20 @@ class Replica:
         else:  # learnt from a peer; registered in the store only if something sticks
             ev = Event(self._new_doc(event_id))
             self._events[event_id] = ev
-        have = self.store.version_vector(event_id)
-        waiting = {(e.device, e.seq): e for e in self.store.pending(event_id)}
-        fresh: list[LogEntry] = []
-        for entry in batch:
-            if entry.seq <= have.get(entry.device, 0) or (entry.device, entry.seq) in waiting:
-                result.duplicates += 1
-                continue
-            try:
-                self.clock.check(entry.hlc, self.wall_clock())
-            except HeadcountError as exc:
-                result.rejected.append((entry, exc.message))
-                continue
-            waiting[(entry.device, entry.seq)] = entry
-            fresh.append(entry)
-        undecodable: list[tuple[LogEntry, str]] = []
-        applied = self._drain(ev, have, waiting, undecodable)
-        result.applied += len(applied)
-        result.rejected += undecodable
-        done = {(e.device, e.seq) for e in applied} | {(e.device, e.seq) for e, _ in undecodable}
-        still = [e for e in fresh if (e.device, e.seq) not in done]
-        result.pending += len(still)
+        done = apply.integrate(ev, self.store, self.clock, self.wall_clock, batch)
+        result.applied += len(done.applied)
+        result.pending += len(done.still)
+        result.duplicates += done.duplicates
+        result.rejected += done.rejected
         try:
-            if applied:
-                self.store.append(applied, self.clock.last, force=True)
-            if still:
-                self.store.add_pending(still)
+            if done.applied:
+                self.store.append(done.applied, self.clock.last, force=True)
+            if done.still:
+                self.store.add_pending(done.still)
         except Exception as exc:
             self._forget(event_id)
             raise StoreError(f"could not write to the store: {exc}") from exc
-        if undecodable or (not known and not applied and not still):
+        if done.undecodable or (not known and not done.applied and not done.still):
             # Garbage may have half-applied inside yrs; reload what is on disk.
             self._forget(event_id)
             return
@@ -646,37 +599,6 @@ class Replica:
             ev.doc.next_seq = own + 1
             ev.doc.last_hash = self.store.hash_of(event_id, self.device_id, own) or ZERO_HASH
 
-    def _drain(
-        self,
-        ev: Event,
-        have: dict[str, int],
-        waiting: dict[tuple[str, int], LogEntry],
-        rejected: list[tuple[LogEntry, str]],
-    ) -> list[LogEntry]:
-        """Apply every waiting entry whose predecessor is present, until no
-        more progress; returns the entries that integrated, in order.
-        Undecodable entries go to ``rejected``."""
-        applied: list[LogEntry] = []
-        progress = True
-        with ev.doc.observing():  # one observer registration for the whole batch
-            while progress:
-                progress = False
-                for key in sorted(waiting, key=lambda k: (waiting[k].hlc, k)):
-                    entry = waiting[key]
-                    if entry.seq != have.get(entry.device, 0) + 1:
-                        continue
-                    try:
-                        ok = ev.doc.apply_remote(entry.update)
-                    except RemoteProtocolError as exc:
-                        rejected.append((waiting.pop(key), exc.message))
-                        continue
-                    if ok:
-                        self.clock.observe(max(entry.hlc, self.clock.last), self.wall_clock())
-                        have[entry.device] = entry.seq
-                        applied.append(waiting.pop(key))
-                        progress = True
-        return applied
-
     # -- snapshots ------------------------------------------------------
 
     def maybe_snapshot(self, event_id: str, every: int = SNAPSHOT_EVERY) -> bool:
@@ -692,25 +614,6 @@ class Replica:
         state = self.event(event_id).doc.encode_state()
         self.store.save_snapshot(event_id, last, state, self.wall_clock())
         return True
-
-
-def _shape_error(entry: object) -> str | None:
-    if not isinstance(entry, LogEntry):
-        return "not a log entry"
-    for name, value in (("event", entry.event), ("device", entry.device)):
-        try:
-            check_id(name, value)
-        except InputError as exc:
-            return f"bad {name} id: {exc}"
-    if len(entry.device) > 64:
-        return "bad device id: longer than 64 characters"
-    if isinstance(entry.seq, bool) or not isinstance(entry.seq, int) or entry.seq < 1:
-        return "bad sequence number"
-    if isinstance(entry.hlc, bool) or not isinstance(entry.hlc, int) or entry.hlc < 0:
-        return "bad timestamp"
-    if not isinstance(entry.update, bytes | bytearray) or not entry.update:
-        return "empty update"
-    return None
 
 
 def lock_data_dir(path: Path) -> int:
