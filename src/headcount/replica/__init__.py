@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from headcount._lazy import exports
 
 if TYPE_CHECKING:
+    from .apply import ApplyResult
     from .compaction import compact, compaction_horizon
     from .log import ReplicaLog
-    from .apply import ApplyResult
     from .replica import Replica, lock_data_dir
 
 __all__ = [
