@@ -147,7 +147,7 @@ def test_the_live_demo_converges(tmp_path):
         [
             sys.executable,
             "-m",
-            "headcount.cli.main",
+            "headcount",
             "demo",
             "--gates",
             "2",
