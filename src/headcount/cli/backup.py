@@ -39,10 +39,8 @@ from headcount.core.identity import default_data_dir
 from headcount.replica.replica import Replica
 from headcount.service.journal import JOURNAL_FILE, Journal
 
-from .util import command_group
+from .util import Command, Result, command_group
 
-Command = Callable[..., argparse.ArgumentParser]
-Result = tuple[Any, str]
 PASSPHRASE_ENV = "HEADCOUNT_BACKUP_PASSPHRASE"
 DEST_ENV = "HEADCOUNT_BACKUP_DIR"
 

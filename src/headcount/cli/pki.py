@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,10 +49,7 @@ from headcount.pki.verify import (
     verify_peer_certificate,
 )
 
-from .util import command_group
-
-Command = Callable[..., argparse.ArgumentParser]
-Result = tuple[dict[str, Any], str]
+from .util import Command, Result, command_group
 
 
 def register(sub: Any, cmd: Command) -> None:

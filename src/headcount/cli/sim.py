@@ -8,7 +8,6 @@ metrics (``wall_seconds`` aside); see docs/simulator.md.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from headcount.sim.simulation import MODES, WIRES, SimConfig, Simulation
 from headcount.sim.topology import KINDS as TOPOLOGIES
 from headcount.sim.workload import KINDS as WORKLOADS
 
-Command = Callable[..., argparse.ArgumentParser]
+from .util import Command
 
 
 def register(sub: Any, cmd: Command) -> None:

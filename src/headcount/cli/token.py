@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .util import command_group
+from .util import Command, Result, command_group
 
-Command = Callable[..., argparse.ArgumentParser]
-Result = tuple[dict[str, Any], str]
 # The values of headcount.relay.tokens.UserRole, spelled out so that building
 # the parser loads no relay code (tests/test_tokens_cli.py keeps them equal).
 ROLES = ("user", "admin")

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from headcount.replica.replica import Replica
 
 Handler = Callable[[argparse.Namespace], Any]
-Command = Callable[..., argparse.ArgumentParser]
+Command = Callable[..., argparse.ArgumentParser]  # main.py's ``cmd`` helper
+Result = tuple[Any, str]  # a handler's (JSON data, text) result
 TOLERANCE_ENV = "HEADCOUNT_FUTURE_TOLERANCE"
 
 
