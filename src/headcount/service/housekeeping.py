@@ -62,10 +62,10 @@ COMPACTION_JOURNAL = "compaction.jsonl"  # in the data directory
 log = logging.getLogger("headcount.jobs")
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _Stderr(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is now (pytest replaces it per test)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -14,6 +14,7 @@ import gc
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -186,20 +187,20 @@ class Simulation:
 
     def _schedule(self) -> None:
         for w in self.workload.schedule():
-            self.sched.at(w.at, lambda w=w: self._write(w))
+            self.sched.at(w.at, partial(self._write, w))
         plan = self.config.faults
         if plan.rates.any:
             self.sched.at(plan.rates_from, lambda: setattr(self.net, "faults", plan.rates))
             self.sched.at(plan.rates_until, self._clear_rates)
         for p in plan.partitions:
-            self.sched.at(p.at, lambda p=p: self._partition(p, True))
-            self.sched.at(p.until, lambda p=p: self._partition(p, False))
+            self.sched.at(p.at, partial(self._partition, p, True))
+            self.sched.at(p.until, partial(self._partition, p, False))
         for c in plan.crashes:
-            self.sched.at(c.at, lambda c=c: self._down(c.node, crash=True))
-            self.sched.at(c.at + c.downtime, lambda c=c: self._up(c.node))
+            self.sched.at(c.at, partial(self._down, c.node, crash=True))
+            self.sched.at(c.at + c.downtime, partial(self._up, c.node))
         for lv in plan.leaves:
-            self.sched.at(lv.at, lambda lv=lv: self._down(lv.node, crash=False))
-            self.sched.at(lv.at + lv.downtime, lambda lv=lv: self._up(lv.node))
+            self.sched.at(lv.at, partial(self._down, lv.node, crash=False))
+            self.sched.at(lv.at + lv.downtime, partial(self._up, lv.node))
         for j in plan.joins:
             self.sched.at(j.at, self._join)
         for node in self.nodes:

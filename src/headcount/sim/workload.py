@@ -80,12 +80,15 @@ class Workload:
 @contextlib.contextmanager
 def _seeded_doc(client_id: int) -> Iterator[None]:
     """Make the next ``EventDoc`` use ``client_id`` (EventDoc takes none)."""
-    original = eventdoc.Doc
-    eventdoc.Doc = partial(Doc, client_id=client_id)  # type: ignore[misc]
+    # EventDoc calls the ``Doc`` of its module's namespace: swap it there
+    # (through the namespace: the module does not export ``Doc``).
+    namespace = vars(eventdoc)
+    original = namespace["Doc"]
+    namespace["Doc"] = partial(Doc, client_id=client_id)
     try:
         yield
     finally:
-        eventdoc.Doc = original  # type: ignore[misc]
+        namespace["Doc"] = original
 
 
 Op = tuple[float, int, str, Any]  # (at, priority, kind, argument)

@@ -26,8 +26,8 @@ from . import deltarows, eventrows
 from .deltarows import DeltaRows
 from .eventrows import EventRows
 from .eventstate import EventState, chain_tip, event_states, hash_at
+from .meta import read_meta, write_meta
 from .peers import Archived, read_acks, read_archived, read_public_key
-from .sqlite import read_meta, write_meta
 
 
 class StoreFile:

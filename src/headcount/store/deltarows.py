@@ -19,8 +19,8 @@ from typing import Any
 from headcount.core.chain import ZERO_HASH
 from headcount.core.errors import StoreError
 
+from .meta import read_int_meta, write_meta
 from .peers import UPSERT_DEVICE
-from .sqlite import read_meta, write_meta
 
 CONSTRAINT_FAILED = "constraint_failed"
 
@@ -84,7 +84,7 @@ def extract(db: sqlite3.Connection, base: Mapping[str, Mapping[str, int]]) -> De
         quarantine=[
             list(r) for r in db.execute("SELECT event, device, seq, detected_ms FROM quarantine")
         ],
-        hlc=int(read_meta(db, "hlc") or 0),
+        hlc=read_int_meta(db, "hlc"),
     )
 
 
@@ -118,7 +118,7 @@ def apply(db: sqlite3.Connection, rows: DeltaRows) -> None:
         )
     except sqlite3.IntegrityError as exc:
         raise StoreError(str(exc), code=CONSTRAINT_FAILED) from None
-    write_meta(db, "hlc", max(rows.hlc, int(read_meta(db, "hlc") or 0)))
+    write_meta(db, "hlc", max(rows.hlc, read_int_meta(db, "hlc")))
 
 
 def _b(value: bytes | None) -> bytes:

@@ -1,11 +1,11 @@
 """The log side of the store: events, log entries, pending entries, version
 vectors, snapshots and signed heads (a mixin of :class:`~headcount.store.Store`,
-which owns the connection, the transactions and the caches used here)."""
+which owns the connection, the transactions and the caches used here, as
+declared in :class:`~headcount.store.base.StoreBase`)."""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,7 +14,9 @@ from headcount.core.chain import ZERO_HASH, Head, entry_hash
 from headcount.core.errors import BehindHorizonError
 from headcount.core.model import LogEntry
 
+from .base import StoreBase
 from .eventstate import EventState, event_states
+from .meta import read_int_meta
 
 
 class Durability(StrEnum):
@@ -37,10 +39,8 @@ class Snapshot:
     state: bytes
 
 
-class LogTables:
+class LogTables(StoreBase):
     """Events, the log, pending entries, snapshots and heads."""
-
-    _db: sqlite3.Connection
 
     # -- events and log -----------------------------------------------------
 
@@ -115,7 +115,7 @@ class LogTables:
             for e in waiting:
                 self._pending[e.event].discard((e.device, e.seq))
         if self._hlc is None:
-            self._hlc = int(self.get_meta("hlc", 0) or 0)
+            self._hlc = read_int_meta(self._db, "hlc")
         if hlc > self._hlc:
             self._set_meta("hlc", hlc)
             self._hlc = hlc

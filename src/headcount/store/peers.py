@@ -1,7 +1,7 @@
 """The peer side of the store: the device directory, quarantined devices,
 peer acknowledgements, compaction horizons and archived events (a mixin of
 :class:`~headcount.store.Store`, which owns the connection, the transactions
-and the caches used here)."""
+and the caches used here, as declared in :class:`~headcount.store.base.StoreBase`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sqlite3
 from collections.abc import Collection, Mapping
 
 import msgpack
+
+from .base import StoreBase
 
 Horizon = dict[str, tuple[int, bytes]]
 Archived = dict[str, tuple[int, str, dict[str, int]]]
@@ -21,10 +23,8 @@ UPSERT_DEVICE = (
 """Add a device or update its key and role; a certificate once known is kept."""
 
 
-class PeerTables:
+class PeerTables(StoreBase):
     """Devices, quarantine, acknowledgements, horizons and archived events."""
-
-    _db: sqlite3.Connection
 
     def trust(
         self, device: str, public_key: bytes, role: str, now_ms: int, cert: bytes | None = None

@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from headcount.core.errors import StoreError
-from headcount.core.model import LogEntry
 
 from .log import Durability, LogTables, Snapshot
+from .meta import read_meta, write_meta
 from .peers import Horizon, PeerTables
 from .schema import FIXUPS, MIGRATIONS
 
@@ -54,23 +54,25 @@ class Store(LogTables, PeerTables):
         self.path = path
         self.durability = durability
         self.on_rollback: list[Callable[[], None]] = []  # called when written state is undone
-        self._buffer: list[LogEntry] = []
+        # The state the parts share (what each holds: see StoreBase).
+        self._buffer = []
         self._buffer_hlc = 0
-        self._buffer_vv: dict[str, dict[str, int]] = {}
-        self._buffer_hash: dict[tuple[str, str, int], LogEntry] = {}
-        self._vv: dict[str, dict[str, int]] = {}  # per event: highest logged seq per device
-        self._horizons: dict[str, Horizon] = {}
-        self._quarantined: dict[str, set[str]] = {}
-        self._events: set[str] | None = None
-        self._acks: dict[tuple[str, str], tuple[dict[str, int], int]] = {}  # not yet written
+        self._buffer_vv = {}
+        self._buffer_hash = {}
+        self._vv = {}
+        self._horizons = {}
+        self._quarantined = {}
+        self._events = None
+        self._acks = {}
+        self._group_open = False
+        self._pending = {}
+        self._keys = {}
+        self._certs = None
+        self._hlc = None
+        self._archived = None
+        # Store's own state.
         self._deferring = 0
         self._depth = 0  # transaction() nesting
-        self._group_open = False
-        self._pending: dict[str, set[tuple[str, int]]] = {}  # per event, (device, seq) pending
-        self._keys: dict[str, bytes | None] = {}  # public keys by device
-        self._certs: dict[str, bytes] | None = None  # certificates by device
-        self._hlc: int | None = None  # the clock high-water mark stored
-        self._archived: dict[str, tuple[int, str, dict[str, int]]] | None = None
         self._dirty: set[str | None] = set()  # events written in the open group (None: others)
         self._background_sync = False
         self._owner = threading.get_ident()
@@ -330,17 +332,6 @@ class Store(LogTables, PeerTables):
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
                 self._wal_fd = None
-
-
-def read_meta(db: sqlite3.Connection, key: str, default: object = None) -> object:
-    """The metadata value stored under ``key`` in the store ``db``, else ``default``."""
-    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-    return default if row is None else row[0]
-
-
-def write_meta(db: sqlite3.Connection, key: str, value: object) -> None:
-    """Store a metadata value (a string, number or bytes) in ``db`` (the caller commits)."""
-    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
 
 @contextmanager
