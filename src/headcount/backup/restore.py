@@ -29,9 +29,14 @@ import msgpack
 from cryptography.hazmat.primitives import serialization
 
 from headcount.core.errors import PermissionDeniedError
-from headcount.core.files import make_private_dir, publish, remove_tree, temp_dir_beside
+from headcount.core.files import (
+    make_private_dir,
+    publish,
+    remove_tree,
+    temp_dir_beside,
+    write_atomic,
+)
 from headcount.core.identity import KEY_FILE, Identity, load_identity
-from headcount.pki.device import write_atomic
 from headcount.replica.replica import Replica, lock_data_dir
 from headcount.store.dbfile import StoreFile
 from headcount.store.sqlite import DB_FILE, Durability

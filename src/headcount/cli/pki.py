@@ -25,8 +25,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from headcount.core.errors import InputError
+from headcount.core.files import write_atomic
 from headcount.core.identity import Role, default_data_dir, load_identity
-from headcount.pki.device import write_atomic
 from headcount.pki.org import (
     DEFAULT_DEVICE_DAYS,
     DEFAULT_ORG_DAYS,

@@ -3,7 +3,9 @@
 A backup or a staged restore is built in a temporary directory beside its
 final place and renamed into place only when complete, so a crash never
 leaves a half-written backup or a half-restored store under a real name.
-The journals (:mod:`headcount.journal`) append through :func:`write_durably`.
+The journals (:mod:`headcount.service.journal`) append through
+:func:`write_durably`; keys, certificates and configuration files are
+replaced with :func:`write_atomic`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
+
+from .errors import InputError
 
 TEMP_PREFIX = ".tmp-"
 
@@ -28,6 +33,38 @@ def fsync_dir(path: Path) -> None:
 def make_private_dir(path: Path) -> None:
     """``mkdir -p`` with mode 0700 for the directories created."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def create_private_dir(path: Path) -> None:
+    """:func:`make_private_dir` for a directory a user named.
+
+    Raises:
+        InputError: ``path`` (or a parent) is a file, or not ours to create.
+    """
+    try:
+        make_private_dir(path)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path} exists and is not a directory") from None
+    except PermissionError:
+        raise InputError(f"no permission to create {path}") from None
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``): a temporary file
+    beside it, fsynced, renamed over it, and the directory fsynced. A crash
+    leaves the old content or the new, never a mix."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 def temp_dir_beside(final: Path) -> Path:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .errors import InputError, StoreError
+from .files import create_private_dir, write_atomic
 
 KEY_FILE = "device.key"
 IDENTITY_FILE = "device.json"
@@ -112,12 +113,7 @@ def create_identity(data_dir: Path, *, role: Role = Role.GATE, name: str = "") -
     Raises:
         InputError: ``data_dir`` already holds a device identity.
     """
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"{data_dir} exists and is not a directory") from None
-    except PermissionError:
-        raise InputError(f"no permission to create {data_dir}") from None
+    create_private_dir(data_dir)
     key_path = data_dir / KEY_FILE
     if key_path.exists():
         raise InputError(f"{data_dir} already holds a device ({key_path} exists)", code="exists")
@@ -135,11 +131,7 @@ def create_identity(data_dir: Path, *, role: Role = Role.GATE, name: str = "") -
         os.fsync(fh.fileno())
     device_id = device_id_for(key.public_key())
     meta = {"device_id": device_id, "role": role.value, "name": name or device_id[:8]}
-    tmp = data_dir / (IDENTITY_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, data_dir / IDENTITY_FILE)
-    _fsync_dir(data_dir)
+    write_atomic(data_dir / IDENTITY_FILE, (json.dumps(meta, indent=2) + "\n").encode(), 0o600)
     return Identity(key, device_id, role, meta["name"])
 
 
@@ -168,11 +160,3 @@ def load_identity(data_dir: Path) -> Identity:
     if meta.get("device_id") != device_id:
         raise StoreError(f"{data_dir / IDENTITY_FILE} does not match {key_path}")
     return Identity(key, device_id, role, str(meta.get("name", device_id[:8])))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

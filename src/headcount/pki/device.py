@@ -9,9 +9,7 @@ proved it holds.
 
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from headcount.core.errors import InputError, NotFoundError, StoreError
+from headcount.core.files import write_atomic
 from headcount.core.identity import KEY_FILE, load_identity
 
 from .verify import (
@@ -119,26 +118,6 @@ def ssl_context(data_dir: Path, *, server_side: bool) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise StoreError(f"TLS cannot use the certificate in {data_dir}: {exc}") from None
     return ctx
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file, fsync, rename, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # -- helpers ------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from headcount.core.errors import InputError, NotFoundError, StoreError
+from headcount.core.files import create_private_dir, write_atomic
 from headcount.core.identity import Role, device_id_for
 from headcount.core.ids import check_id
 
@@ -41,7 +42,6 @@ from .device import (
     install_certificate,
     load_device_certificate,
     ssl_context,
-    write_atomic,
 )
 from .revocation import Revocation, RevocationList, revoke
 from .verify import (
@@ -119,7 +119,7 @@ def init_org(
     name = _check_text("organisation name", name, MAX_NAME, required=True)
     _check_days(days, 100 * 365)
     start = _now(now)
-    _make_dir(org_dir)
+    create_private_dir(org_dir)
     key_path = org_dir / ORG_KEY_FILE
     if key_path.exists():
         raise InputError(f"{org_dir} already holds an organisation", code="exists")
@@ -371,12 +371,3 @@ def _check_text(what: str, value: str, limit: int, *, required: bool = False) ->
 def _check_days(days: int, limit: int) -> None:
     if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= limit:
         raise InputError(f"validity must be between 1 and {limit} days, not {days!r}")
-
-
-def _make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"{path} exists and is not a directory") from None
-    except PermissionError:
-        raise InputError(f"no permission to create {path}") from None
