@@ -64,54 +64,40 @@ def register(sub: Any, cmd: Command) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    import asyncio
-
     from headcount.service.daemon import Daemon, load_config
     from headcount.service.housekeeping import log_to_stderr
+    from headcount.service.runner import serve
 
     config = load_config(args.config, args.data_dir)
     log_to_stderr()  # scheduled backups and archiving: one JSON object per line
     daemon = Daemon(config)
-    ready = asyncio.Event()
-
-    async def main() -> None:
-        task = asyncio.create_task(daemon.run(ready))
-        await ready.wait()
-        print(
+    serve(
+        daemon.run,
+        lambda: (
             f"headcount gate {daemon.replica.device_id} listening on "
-            f"{config.listen_host}:{daemon.node.port}",
-            flush=True,
-        )
-        await task
-
-    asyncio.run(main())
+            f"{config.listen_host}:{daemon.node.port}"
+        ),
+    )
 
 
 def _relay(args: argparse.Namespace) -> None:
-    import asyncio
     import logging
 
     from headcount.relay.http.ops import JsonFormatter
     from headcount.relay.server import Relay, load_relay_config
+    from headcount.service.runner import serve
 
     handler = logging.StreamHandler(sys.stderr)  # structured logs: one JSON object per line
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     relay = Relay(load_relay_config(args.config, args.data_dir))
-    ready = asyncio.Event()
-
-    async def main() -> None:
-        task = asyncio.create_task(relay.run(ready))
-        await ready.wait()
-        host = relay.config.https[0]
-        print(
-            f"headcount relay {relay.replica.device_id} serving https://{host}:"
-            f"{relay.https_port} (API, /sync, /metrics)",
-            flush=True,
-        )
-        await task
-
-    asyncio.run(main())
+    serve(
+        relay.run,
+        lambda: (
+            f"headcount relay {relay.replica.device_id} serving "
+            f"https://{relay.config.https[0]}:{relay.https_port} (API, /sync, /metrics)"
+        ),
+    )
 
 
 def _retry(args: argparse.Namespace) -> tuple[Any, str]:

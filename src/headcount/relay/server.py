@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from headcount.service.config import parse_address, read_toml, toml_list
 from headcount.service.daemon import published_revocations
 from headcount.service.housekeeping import CompactionSchedule, Housekeeping, parse_sections
 from headcount.service.periodic import job_metrics
+from headcount.service.runner import stop_on_signals
 from headcount.store.audit import AuditLog
 
 from .tokens import TokenAuthority, load_secret_file
@@ -196,10 +196,10 @@ class Relay:
         self._runner: web.AppRunner | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stopped.set)
+        with stop_on_signals(self.stopped):
+            await self._serve(ready)
+
+    async def _serve(self, ready: asyncio.Event | None) -> None:
         try:
             await self.node.start()
             self.housekeeping.start()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from headcount.replica.replica import Replica
 from .config import parse_address, read_toml, toml_list
 from .control import ControlServer
 from .housekeeping import CompactionSchedule, Housekeeping, parse_sections
+from .runner import stop_on_signals
 
 CONTROL_SOCKET = "control.sock"
 
@@ -224,10 +224,10 @@ class Daemon:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until SIGTERM/SIGINT or :meth:`stop`; always closes cleanly."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stopped.set)
+        with stop_on_signals(self.stopped):
+            await self._serve(ready)
+
+    async def _serve(self, ready: asyncio.Event | None) -> None:
         try:
             await self.node.start()
             await self.control.start()
