@@ -95,11 +95,11 @@ def observer_main(config_path: Path, prof_path: Path | None) -> int:
     config = load_config(config_path, None)
     daemon = Daemon(config)
     node, replica, out = daemon.node, daemon.replica, sys.stdout
-    original = node._on_effect
 
     def on_effect(source: Any, effect: Any) -> None:
-        now = time.monotonic_ns()  # first: the entries are already applied and stored
-        original(source, effect)
+        # Observers run once the node has acted on the effect: the entries
+        # are applied and stored, and forwarded (B has no other peer).
+        now = time.monotonic_ns()
         if isinstance(effect, Applied):
             scans = len(replica.event(effect.event).doc.scans)
             out.write(f"APPLIED {now} {effect.event} {scans} {effect.entries}\n")
@@ -108,7 +108,7 @@ def observer_main(config_path: Path, prof_path: Path | None) -> int:
             out.write(f"PEER {now} {effect.device}\n")
             out.flush()
 
-    node._on_effect = on_effect  # read by Node._run_link for every new link
+    node.effect_observers.append(on_effect)  # every effect of every link
     ready = asyncio.Event()
 
     async def main() -> None:

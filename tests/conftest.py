@@ -1,36 +1,24 @@
-"""Shared fixtures: replicas in temporary directories on a controllable clock."""
+"""Shared fixtures: replicas in temporary directories on a controllable clock.
+
+Shared code (helpers, harnesses, conformance suites) lives in ``tests/support``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from headcount import Replica, Role
 
-T0 = 1_780_000_000_000  # a fixed wall time (ms) so tests are reproducible
-
-
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
+from .support.clock import FakeClock
+from .support.replicas import ReplicaFactory
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-ReplicaFactory = Callable[..., Replica]
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ from headcount.archive import (
 from headcount.replica.compaction import compact
 from headcount.replica.log import ReplicaLog
 
-from .backup_helpers import FAST_SCRYPT, PASSPHRASE, introduce, open_device, reads
-from .conftest import T0, FakeClock
-from .protocol_helpers import ConnectionPair
+from .support.backup import FAST_SCRYPT, PASSPHRASE, open_device, reads
+from .support.clock import T0, FakeClock
+from .support.protocol import ConnectionPair
+from .support.replicas import introduce
 
 EV = "ev"
 MIN = 60_000
@@ -179,7 +180,7 @@ def test_a_peer_still_holding_the_event_does_not_bring_it_back(tmp_path, clock):
     b.check_in(EV, "P1")  # b keeps writing to the event a archived
     for _ in range(2):
         pair = _sync(b, a)
-        pair._effects(0, pair.sides[0].session.anti_entropy(pair.now))
+        pair.carry_out(0, pair.sides[0].session.anti_entropy(pair.now))
         pair.run()
         assert not any(side.closed not in (None, "clean") for side in pair.sides)
     assert EV not in a.events() and a.store.log_count(EV) == 0

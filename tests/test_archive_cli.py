@@ -17,8 +17,8 @@ from headcount.archive.writer import RAW_PAYLOAD, RECORDS_PAYLOAD
 from headcount.cli.main import main
 from headcount.service.housekeeping import Housekeeping
 
-from .backup_helpers import tree_hashes
-from .conftest import FakeClock
+from .support.backup import tree_hashes
+from .support.clock import FakeClock
 
 DAY = 86_400_000
 EV = "ev"

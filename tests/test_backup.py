@@ -27,7 +27,7 @@ from headcount.backup import (
     verify_backup,
 )
 
-from .backup_helpers import EV, FAST_SCRYPT, SECRETS, Content, build, contents, reads
+from .support.backup import EV, FAST_SCRYPT, SECRETS, Content, build, contents, reads
 
 EXAMPLES = settings(
     max_examples=8,

@@ -10,7 +10,7 @@ import pytest
 
 from headcount.backup import payload
 
-from .test_cli import EVENT, PEOPLE_CSV, Cli
+from .support.cli import EVENT, PEOPLE_CSV, Cli
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ from headcount.backup import (
 )
 from headcount.store.sqlite import MIGRATIONS
 
-from .backup_helpers import (
+from .support.backup import (
     EV,
     FAST_SCRYPT,
     KEY,

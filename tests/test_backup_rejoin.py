@@ -11,9 +11,9 @@ from headcount import HeadcountError, Replica
 from headcount.backup import Kind, create_backup, restore_backup
 from headcount.replica.log import ReplicaLog
 
-from .backup_helpers import open_pair
-from .conftest import FakeClock
-from .protocol_helpers import ConnectionPair
+from .support.backup import open_pair
+from .support.clock import FakeClock
+from .support.protocol import ConnectionPair
 
 EV = "ev"
 
@@ -48,7 +48,7 @@ def test_a_restored_device_waits_for_its_own_entries_then_continues_its_chain(
 
     pair = ConnectionPair(ReplicaLog(a), ReplicaLog(b))
     pair.run()
-    pair._effects(1, pair.sides[1].session.anti_entropy(pair.now))  # b's next gossip round
+    pair.carry_out(1, pair.sides[1].session.anti_entropy(pair.now))  # b's next gossip round
     pair.run()
     assert a.rejoin_pending == frozenset()
     assert a.version_vector(EV)[a.device_id] == lost_seq

@@ -27,9 +27,10 @@ from headcount.service.daemon import Daemon, load_config
 from headcount.service.journal import Journal
 from headcount.service.periodic import PeriodicJob
 
-from .backup_helpers import KEY, reads
-from .conftest import T0, FakeClock
-from .test_daemon import _enrolled
+from .support.backup import KEY, reads
+from .support.clock import T0, FakeClock
+from .support.devices import enrolled_dir
+from .support.wait import await_until
 
 EV = "ev"
 DEADLINE_S = 20.0
@@ -190,20 +191,9 @@ def test_retention_deletes_whole_chains_and_never_strands_an_incremental(kinds, 
         assert not [p for p in dest.iterdir() if p.name.startswith(".")]
 
 
-def _wait_for(predicate, what: str):
-    async def waiter() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DEADLINE_S
-        while not predicate():
-            assert loop.time() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
-
-    return waiter()
-
-
 def test_a_failing_scheduled_backup_is_recorded_and_the_daemon_keeps_working(tmp_path, capsys):
     org = init_org(tmp_path / "org", "Example Events")
-    gate = _enrolled(tmp_path, org, "gate", Role.ADMIN)
+    gate = enrolled_dir(tmp_path, org, "gate", Role.ADMIN)
     with Replica.open(gate) as r:
         r.create_event(EV, "Conf")
         r.import_participants(EV, [{"id": "P1", "qr_token": "Q1"}])
@@ -223,7 +213,7 @@ def test_a_failing_scheduled_backup_is_recorded_and_the_daemon_keeps_working(tmp
     async def scenario() -> tuple:
         task = asyncio.create_task(daemon.run())
         job = daemon.housekeeping.jobs["backup"]
-        await _wait_for(lambda: job.failures >= 2, "two failed runs")
+        await await_until(lambda: job.failures >= 2, DEADLINE_S, "two failed runs")
         status = await asyncio.to_thread(request, daemon.config.control_socket, {"op": "status"})
         capsys.readouterr()
         assert await asyncio.to_thread(main, ["--data-dir", str(gate), "status"]) == 0
@@ -235,7 +225,7 @@ def test_a_failing_scheduled_backup_is_recorded_and_the_daemon_keeps_working(tmp
             {"op": "scan", "kind": "in", "event": EV, "who": "Q1"},
         )
         blocker.unlink()  # the operator fixes the disk
-        await _wait_for(lambda: any(r["ok"] for r in runs()), "a successful run")
+        await await_until(lambda: any(r["ok"] for r in runs()), DEADLINE_S, "a successful run")
         daemon.stop()
         await task
         return status, scan
@@ -257,7 +247,7 @@ def test_a_failing_scheduled_backup_is_recorded_and_the_daemon_keeps_working(tmp
 
 def test_the_relay_backs_up_on_schedule_and_exports_metrics(tmp_path):
     org = init_org(tmp_path / "org", "Example Events")
-    relay_dir = _enrolled(tmp_path, org, "relay", Role.RELAY)
+    relay_dir = enrolled_dir(tmp_path, org, "relay", Role.RELAY)
     (tmp_path / "relay.toml").write_text(
         f'https = "127.0.0.1:0"\n[backup]\ninterval = "1h"\ndest = "{tmp_path / "dest"}"\n'
     )
@@ -268,7 +258,8 @@ def test_the_relay_backs_up_on_schedule_and_exports_metrics(tmp_path):
     async def scenario() -> bytes:
         task = asyncio.create_task(relay.run())
         job = relay.housekeeping.jobs["backup"]
-        await _wait_for(lambda: job.runs >= 1, "the first scheduled backup")  # due at start
+        # due at start
+        await await_until(lambda: job.runs >= 1, DEADLINE_S, "the first scheduled backup")
         text = generate_latest(relay.metrics.registry)
         relay.stopped.set()
         await task

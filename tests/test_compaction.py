@@ -7,8 +7,8 @@ from headcount.core.chain import entry_hash, sign_head
 from headcount.replica.compaction import compact, compaction_horizon
 from headcount.replica.log import ReplicaLog
 
-from .protocol_helpers import ConnectionPair
-from .test_replica_sync import EV, introduce, view
+from .support.protocol import ConnectionPair
+from .support.replicas import EV, introduce, view
 
 
 def _exchange(a, b):

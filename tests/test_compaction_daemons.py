@@ -10,7 +10,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,13 @@ from headcount.pki.org import init_org
 from headcount.service.control import request
 from headcount.service.daemon import CONTROL_SOCKET
 
-from .test_daemon import _enrolled
+from .support.devices import enrolled_dir
+from .support.wait import wait_until
 
 EV = "ev"
 DEADLINE_S = 60.0
 PEOPLE = 30
+POLL_DAEMONS_S = 0.1  # asking three daemons costs: not more often
 
 
 class Gate:
@@ -94,18 +95,6 @@ class Gate:
         return [x["message"] for x in lines if x.get("message", "").startswith("compaction run")]
 
 
-def _wait(check: Callable[[], Any], what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE_S
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-
-
 def _converged(gates: list[Gate], scans: set[str]) -> Callable[[], bool]:
     def check() -> bool:
         views = [g.ask({"op": "view", "event": EV}) for g in gates]
@@ -143,9 +132,9 @@ def _check_in(gate: Gate, who: str) -> str:
 def test_gate_daemons_compact_what_every_peer_holds_and_lose_nothing(tmp_path):
     org = init_org(tmp_path / "org", "Example Events")
     dirs = {
-        "hq": _enrolled(tmp_path, org, "hq", Role.ADMIN),
-        "north": _enrolled(tmp_path, org, "north", Role.GATE),
-        "south": _enrolled(tmp_path, org, "south", Role.GATE),
+        "hq": enrolled_dir(tmp_path, org, "hq", Role.ADMIN),
+        "north": enrolled_dir(tmp_path, org, "north", Role.GATE),
+        "south": enrolled_dir(tmp_path, org, "south", Role.GATE),
     }
     with Replica.open(dirs["hq"]) as r:
         r.create_event(EV, "Conf")
@@ -168,12 +157,24 @@ def test_gate_daemons_compact_what_every_peer_holds_and_lose_nothing(tmp_path):
                 for g in gates
             )
 
-        _wait(have_participants, "the event on every gate")
+        wait_until(
+            have_participants, DEADLINE_S, "the event on every gate", interval=POLL_DAEMONS_S
+        )
         # 1. Check-ins everywhere, then convergence and a full fold on every daemon.
         scans = {_check_in(g, f"p{i}") for i, g in enumerate(gates * 4)}
         assert len(scans) == 12
-        _wait(_converged(gates, scans), "every scan on every gate")
-        sizes = _wait(_fully_folded(gates), "every acknowledged entry folded everywhere")
+        wait_until(
+            _converged(gates, scans),
+            DEADLINE_S,
+            "every scan on every gate",
+            interval=POLL_DAEMONS_S,
+        )
+        sizes = wait_until(
+            _fully_folded(gates),
+            DEADLINE_S,
+            "every acknowledged entry folded everywhere",
+            interval=POLL_DAEMONS_S,
+        )
         assert all(s["folded"] > len(scans) for s in sizes)
         for g in gates:  # still every scan, once, after the fold
             status = g.cli("status")
@@ -199,8 +200,15 @@ def test_gate_daemons_compact_what_every_peer_holds_and_lose_nothing(tmp_path):
         after = {_check_in(south, "p22"), _check_in(hq, "p23")}
         everything = scans | while_down | after
         assert len(everything) == 16
-        _wait(_converged(gates, everything), "every scan on every gate after the restart")
-        _wait(_fully_folded(gates), "the new entries folded too")
+        wait_until(
+            _converged(gates, everything),
+            DEADLINE_S,
+            "every scan on every gate after the restart",
+            interval=POLL_DAEMONS_S,
+        )
+        wait_until(
+            _fully_folded(gates), DEADLINE_S, "the new entries folded too", interval=POLL_DAEMONS_S
+        )
         for g in gates:
             [ev] = g.cli("status", EV)["events"]
             assert ev["scans"] == ev["checked_in"] == len(everything), ev  # none lost or doubled

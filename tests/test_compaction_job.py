@@ -31,9 +31,10 @@ from headcount.service.housekeeping import (
 from headcount.service.journal import Journal
 from headcount.service.periodic import Outcome, PeriodicJob, job_metrics
 
-from .protocol_helpers import ConnectionPair
-from .test_daemon import _enrolled
-from .test_replica_sync import introduce
+from .support.devices import enrolled_dir
+from .support.protocol import ConnectionPair
+from .support.replicas import introduce
+from .support.wait import await_event, await_until
 
 EV = "ev"
 DEADLINE_S = 20.0
@@ -102,7 +103,7 @@ def _acknowledged_admin(tmp_path: Path, *, role: Role = Role.ADMIN, scans: int =
     peers acknowledged everything it holds, so that compaction has entries
     to fold (the peers are not kept)."""
     org = init_org(tmp_path / "org", "Example Events")
-    path = _enrolled(tmp_path, org, "dev", role)
+    path = enrolled_dir(tmp_path, org, "dev", role)
     names = ("n", "s") if role is Role.ADMIN else ("hq", "n")
     for name in names:
         Replica.init(tmp_path / name, name=name, role=Role.ADMIN if name == "hq" else Role.GATE)
@@ -127,14 +128,6 @@ def _acknowledged_admin(tmp_path: Path, *, role: Role = Role.ADMIN, scans: int =
 def _log_rows(path: Path, event: str = EV) -> int:
     with Replica.open(path, read_only=True) as r:
         return log_size(r, event).entries
-
-
-async def _wait_for(predicate, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # -- the job ------------------------------------------------------------------------
@@ -187,7 +180,8 @@ def test_the_scheduled_job_journals_logs_and_shows_in_status(tmp_path, capsys, c
 
     async def scenario() -> dict:
         task = asyncio.create_task(daemon.run())
-        await _wait_for(lambda: job.runs >= 1, "the first compaction run")  # due at start
+        # due at start
+        await await_until(lambda: job.runs >= 1, DEADLINE_S, "the first compaction run")
         status = await asyncio.to_thread(request, daemon.config.control_socket, {"op": "status"})
         capsys.readouterr()
         assert await asyncio.to_thread(main, ["--data-dir", str(path), "status", EV]) == 0
@@ -221,7 +215,9 @@ def test_the_scheduled_job_journals_logs_and_shows_in_status(tmp_path, capsys, c
     async def restart() -> float | None:
         task = asyncio.create_task(again.run())
         compaction = again.housekeeping.jobs["compaction"]
-        await _wait_for(lambda: compaction.next_due is not None, "the next run's time")
+        await await_until(
+            lambda: compaction.next_due is not None, DEADLINE_S, "the next run's time"
+        )
         again.stop()
         await task
         return compaction.next_due
@@ -354,7 +350,7 @@ def test_the_relay_compacts_on_schedule_and_exports_metrics(tmp_path):
 
     async def scenario() -> bytes:
         task = asyncio.create_task(relay.run())
-        await _wait_for(lambda: job.runs >= 1, "the first scheduled compaction")
+        await await_until(lambda: job.runs >= 1, DEADLINE_S, "the first scheduled compaction")
         text = generate_latest(relay.metrics.registry)
         relay.stopped.set()
         await task
@@ -392,17 +388,19 @@ def test_stopping_waits_for_a_requested_run_which_begins_no_further_event(tmp_pa
     with Replica.open(path) as r:
         jobs = Housekeeping(r, None, None, compaction=CompactionSchedule(3600))
 
+        asked_to_stop = asyncio.Event()
+
         def first_then_stop(replica, event):
             if not stopping:  # SIGTERM arrives while the first event is folded
                 stopping.append(asyncio.ensure_future(jobs.stop()))
+                asked_to_stop.set()
             return real(replica, event)
 
         monkeypatch.setattr(housekeeping, "compact_event", first_then_stop)
 
         async def scenario() -> tuple[Outcome, bool]:
             run = asyncio.ensure_future(jobs.compact_now())
-            while not stopping:
-                await asyncio.sleep(0)
+            await await_event(asked_to_stop, DEADLINE_S, "stop() called while folding the first")
             await stopping[0]
             finished_first = run.done()  # stop() returned only after the run ended
             return await run, finished_first

@@ -9,7 +9,7 @@ import pytest
 
 from headcount import ConflictKind, NotFoundError, Role
 
-from .helpers import sync, sync_all
+from .support.sync import sync, sync_all
 
 EV = "ev"
 

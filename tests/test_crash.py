@@ -1,7 +1,7 @@
 """Crash test: SIGKILL a scanning process at random moments; no acknowledged
 scan may be lost, and the data directory must reopen cleanly every time.
 
-The worker (tests/crash_worker.py) prints a scan id only after ``check_in``
+The worker (tests/support/crash_worker.py) prints a scan id only after ``check_in``
 returned, so every id the test reads was acknowledged as durable. Set
 ``HEADCOUNT_CRASH_SEED`` to replay a failing run; the seed is in every
 assertion message.
@@ -24,7 +24,9 @@ import pytest
 from headcount import Replica, StoreError
 from headcount.store import DB_FILE, StoreFile
 
-WORKER = Path(__file__).with_name("crash_worker.py")
+from .support.seeds import reported_seed
+
+WORKER = Path(__file__).parent / "support" / "crash_worker.py"
 EVENT = "crash26"
 KILLS = 24
 PARTICIPANTS = 40
@@ -151,8 +153,10 @@ def test_sigkill_never_loses_an_acknowledged_scan(tmp_path: Path) -> None:
     scans = 0
     for run in range(KILLS):
         ctx = f"seed={seed} (HEADCOUNT_CRASH_SEED), run {run + 1}/{KILLS}"
-        acked.update(_run_and_kill(data, rng, ctx))
-        scans = _check_reopens(data, acked, ctx)
+        with reported_seed(seed, f"HEADCOUNT_CRASH_SEED={seed}, run {run + 1}/{KILLS}"):
+            # (also an error that is no assertion: the store failing to reopen)
+            acked.update(_run_and_kill(data, rng, ctx))
+            scans = _check_reopens(data, acked, ctx)
     # Sanity: the workers really scanned (a kill loop that never scans proves nothing).
     assert len(acked) >= KILLS, f"seed={seed}: only {len(acked)} scans acknowledged"
     assert scans >= len(acked), f"seed={seed}"

@@ -8,29 +8,19 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from headcount import InputError, Replica, Role
-from headcount.pki.device import install_certificate
-from headcount.pki.org import enroll, init_org
+from headcount.pki.org import init_org
 from headcount.service.daemon import load_config
+
+from .support.devices import enrolled_dir
+from .support.wait import wait_until
 
 EV = "ev"
 DEADLINE_S = 30.0
-
-
-def _enrolled(tmp: Path, org, name: str, role: Role) -> Path:
-    Replica.init(tmp / name, role=role, name=name)
-    with Replica.open(tmp / name) as r:
-        cert = enroll(org, r.identity.public_key_raw, r.device_id, role, ["*"])
-    install_certificate(
-        tmp / name, cert.public_bytes(serialization.Encoding.PEM), org.certificate_pem
-    )
-    return tmp / name
 
 
 def _start(config: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -61,8 +51,8 @@ def _cli(data: Path, *args: str) -> dict:
 
 def test_two_gate_daemons_sync_and_stop_cleanly_on_sigterm(tmp_path):
     org = init_org(tmp_path / "org", "Example Events")
-    a = _enrolled(tmp_path, org, "admin", Role.ADMIN)
-    b = _enrolled(tmp_path, org, "gate", Role.GATE)
+    a = enrolled_dir(tmp_path, org, "admin", Role.ADMIN)
+    b = enrolled_dir(tmp_path, org, "gate", Role.GATE)
     with Replica.open(a) as r:
         r.create_event(EV, "Conf")
         r.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(5)])
@@ -79,22 +69,27 @@ def test_two_gate_daemons_sync_and_stop_cleanly_on_sigterm(tmp_path):
         )
         pb, _ = _start(tmp_path / "b.toml")
         procs.append(pb)
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:  # the event reaches the gate
-            status = _cli(b, "status")
-            if status["events"] and status["events"][0]["participants"] == 5:
-                break
-        else:
-            raise AssertionError(f"the gate never received the event: {status}")
+        seen: dict[str, dict] = {}
+
+        def gate_has_event() -> dict | None:
+            status = seen["gate"] = _cli(b, "status")
+            ok = status["events"] and status["events"][0]["participants"] == 5
+            return status if ok else None
+
+        status = wait_until(
+            gate_has_event, DEADLINE_S, lambda: f"the event reached the gate ({seen['gate']})"
+        )
         assert status["peers"] and status["peers"][0]["status"] in ("synced", "pending", "sending")
         scan = _cli(b, "checkin", EV, "p2", "--gate", "north")  # through the gate's daemon
         assert scan["recorded"]
-        while time.monotonic() < deadline:
-            admin = _cli(a, "status")
-            if admin["events"][0]["scans"] == 1:
-                break
-        else:
-            raise AssertionError(f"the scan never reached the admin: {admin}")
+
+        def admin_has_scan() -> bool:
+            seen["admin"] = _cli(a, "status")
+            return seen["admin"]["events"][0]["scans"] == 1
+
+        wait_until(
+            admin_has_scan, DEADLINE_S, lambda: f"the scan reached the admin ({seen['admin']})"
+        )
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:

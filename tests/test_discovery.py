@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from zeroconf.asyncio import AsyncServiceInfo
 
 from headcount import InputError, LocalProtocolError, Replica, Role
@@ -37,13 +36,15 @@ from headcount.net.advert import (
     in_scope,
 )
 from headcount.net.discovery import Discovery, DiscoveryConfig, open_zeroconf
-from headcount.pki.device import install_certificate
-from headcount.pki.org import enroll, init_org
+from headcount.pki.org import init_org
 from headcount.protocol.wire import WIRE_VERSION
 from headcount.service import netns
 
+from .support.devices import enrolled_dir
+from .support.wait import Pulse, await_until
+
 HERE = Path(__file__).resolve().parent
-WORKER = HERE / "discovery_worker.py"
+WORKER = HERE / "support" / "discovery_worker.py"
 A, B, C, D = "a" * 20, "b" * 20, "c" * 20, "d" * 20
 TIMEOUT = 10.0  # seconds any single in-process wait may take
 
@@ -173,28 +174,25 @@ class Recorder:
         self.peers: list[tuple[str, str, int]] = []
         self.lost: list[str] = []
         self.ignored: dict[str, str] = {}
-        self.changed = asyncio.Event()
+        self.changed = Pulse()
 
     def on_peer(self, device: str, host: str, port: int) -> None:
         self.peers.append((device, host, port))
-        self.changed.set()
+        self.changed.beat()
         if self.fail:
             raise RuntimeError("a broken callback")
 
     def on_lost(self, device: str) -> None:
         self.lost.append(device)
-        self.changed.set()
+        self.changed.beat()
 
     def on_ignored(self, name: str, reason: str) -> None:
         self.ignored[name] = reason
-        self.changed.set()
+        self.changed.beat()
 
-    async def until(self, condition, timeout: float = TIMEOUT) -> None:
+    async def until(self, condition, what: str, timeout: float = TIMEOUT) -> None:
         """Wait (bounded) until ``condition()`` holds; re-checked on each callback."""
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
+        await await_until(condition, timeout, what, pulse=self.changed)
 
     def discovery(self, device: str, port: int, config: DiscoveryConfig) -> Discovery:
         return Discovery(
@@ -217,11 +215,11 @@ def test_two_devices_on_loopback_find_each_other_and_notice_a_departure(caplog):
         da, db = ra.discovery(A, 4001, config), rb.discovery(B, 4002, config)
         await asyncio.gather(da.start(), db.start())
         try:
-            await ra.until(lambda: (B, "127.0.0.1", 4002) in ra.peers)
-            await rb.until(lambda: (A, "127.0.0.1", 4001) in rb.peers)
-            await ra.until(lambda: ra.ignored.get(da.name) == "self")
+            await ra.until(lambda: (B, "127.0.0.1", 4002) in ra.peers, "A found B")
+            await rb.until(lambda: (A, "127.0.0.1", 4001) in rb.peers, "B found A")
+            await ra.until(lambda: ra.ignored.get(da.name) == "self", "A ignored its own advert")
             await db.stop()  # goodbye packets
-            await ra.until(lambda: B in ra.lost)
+            await ra.until(lambda: B in ra.lost, "A noticed B left")
         finally:
             await asyncio.gather(da.stop(), db.stop())
         return ra, rb, da
@@ -270,14 +268,15 @@ def test_malformed_adverts_are_ignored_and_a_changed_peer_is_reported_again():
             registering = [others.async_register_service(s) for s in [*services, c]]
             await asyncio.gather(*await asyncio.gather(*registering))
             names = {s.name for s in services}
-            await rec.until(lambda: names <= rec.ignored.keys())
-            await rec.until(lambda: (C, "127.0.0.1", 4003) in rec.peers)
+            await rec.until(lambda: names <= rec.ignored.keys(), "every malformed advert ignored")
+            await rec.until(lambda: (C, "127.0.0.1", 4003) in rec.peers, "C found on port 4003")
             c.port = 4013  # gate C restarted on another port
             await (await others.async_update_service(c))
-            await rec.until(lambda: (C, "127.0.0.1", 4013) in rec.peers)
+            await rec.until(lambda: (C, "127.0.0.1", 4013) in rec.peers, "C found on port 4013")
             c_upgraded = _raw_service(config, "gate-c", 4013, {**good, "proto": "0"})
             await (await others.async_update_service(c_upgraded))
-            await rec.until(lambda: C in rec.lost)  # no longer a peer we can talk to
+            # no longer a peer we can talk to
+            await rec.until(lambda: C in rec.lost, "C reported lost")
         finally:
             await discovery.stop()
             await others.async_close()
@@ -314,24 +313,14 @@ def test_unicast_replies_to_a_non_loopback_address_are_dropped(in_netns):
     assert out["lan_reply_bytes"] == 0 and out["dropped_unicast"] >= 1, out
 
 
-def _enrolled(tmp: Path, org, name: str, role: Role) -> Path:
-    Replica.init(tmp / name, role=role, name=name)
-    with Replica.open(tmp / name) as replica:
-        cert = enroll(org, replica.identity.public_key_raw, replica.device_id, role, ["*"])
-    install_certificate(
-        tmp / name, cert.public_bytes(serialization.Encoding.PEM), org.certificate_pem
-    )
-    return tmp / name
-
-
 def test_gates_in_separate_processes_find_each_other_and_a_check_in_reaches_all(in_netns, tmp_path):
     """Four processes (an admin holding the event, three gates), no static
     peers. The admin's event reaches the gates only through links made by
     mDNS; gate 1 checks a participant in once it holds the event; every other
     process must then hold that check-in."""
     org = init_org(tmp_path / "org", "Example Events")
-    dirs = [_enrolled(tmp_path, org, "admin", Role.ADMIN)]
-    dirs += [_enrolled(tmp_path, org, f"gate{i}", Role.GATE) for i in (1, 2, 3)]
+    dirs = [enrolled_dir(tmp_path, org, "admin", Role.ADMIN)]
+    dirs += [enrolled_dir(tmp_path, org, f"gate{i}", Role.GATE) for i in (1, 2, 3)]
     with Replica.open(dirs[0]) as admin:
         admin.create_event("ev", "Conf")
         admin.import_participants("ev", [{"id": f"p{i}", "name": f"N{i}"} for i in range(5)])

@@ -21,20 +21,13 @@ from headcount.pki.org import init_org
 from headcount.replica.replica import wall_clock_ms
 from headcount.service.housekeeping import Housekeeping
 
-from .test_node import _device, _node
+from .support.devices import enrolled_replica
+from .support.nodes import tls_node
+from .support.wait import Pulse, await_until
 
 EV = "ev"
 PEOPLE = 30
 DEADLINE_S = 30.0
-
-
-async def _until(predicate: Callable[[], bool], what: str) -> None:
-    """Wait for an explicit condition, polling, with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.02)
 
 
 def _state(r: Replica) -> dict:
@@ -54,12 +47,14 @@ class Drill:
     def __init__(self, replicas: dict[str, Replica]) -> None:
         self.replicas = replicas
         self.nodes: dict[str, Node] = {}
+        self.changed = Pulse()  # beats on every effect of every node
         self.acked: list[str] = []
         self.after_backup: list[str] = []
 
     async def start(self, name: str, peers: list[str]) -> None:
         addresses = [("127.0.0.1", self.nodes[p].port) for p in peers]
-        node = _node(self.replicas[name], addresses)
+        node = tls_node(self.replicas[name], addresses)
+        node.effect_observers.append(self.changed.beat)
         await node.start()
         self.nodes[name] = node
 
@@ -70,6 +65,11 @@ class Drill:
         self.acked.append(result.scan.id)
         return result.scan.id
 
+    async def until(self, predicate: Callable[[], bool], what: str) -> None:
+        """Wait until ``predicate()`` holds, checked on every effect of every node
+        (a replica's state changes only with one)."""
+        await await_until(predicate, DEADLINE_S, what, pulse=self.changed)
+
     def converged(self) -> bool:
         vvs = [r.version_vector(EV) if EV in r.events() else {} for r in self.replicas.values()]
         return all(vv == vvs[0] for vv in vvs) and len(vvs[0]) == len(self.replicas)
@@ -78,9 +78,9 @@ class Drill:
 def test_a_destroyed_gate_is_restored_from_its_backup_and_resyncs_without_loss(tmp_path):
     clock = wall_clock_ms  # certificates are checked on the real clock: so are the replicas
     org = init_org(tmp_path / "org", "Example Events")
-    replicas = {"admin": _device(tmp_path, org, "admin", Role.ADMIN, clock)}
+    replicas = {"admin": enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)}
     for name in ("a", "b", "c"):
-        replicas[name] = _device(tmp_path, org, name, Role.GATE, clock)
+        replicas[name] = enrolled_replica(tmp_path, org, name, Role.GATE, clock)
     admin = replicas["admin"]
     admin.create_event(EV, "Conf")
     admin.import_participants(EV, [{"id": f"P{i}", "name": f"N{i}"} for i in range(PEOPLE)])
@@ -95,25 +95,25 @@ def test_a_destroyed_gate_is_restored_from_its_backup_and_resyncs_without_loss(t
         await drill.start("b", ["admin", "a"])
         await drill.start("c", ["admin", "a", "b"])
         gates = [replicas[g] for g in "abc"]
-        await _until(
+        await drill.until(
             lambda: all(EV in g.events() and g.status(EV).participants == PEOPLE for g in gates),
             "every gate has the event",
         )
         for i, gate in enumerate("abc" * 3):  # round 1, and P0 at two gates
             drill.scan(gate, f"P{i}")
         drill.scan("b", "P0")
-        await _until(drill.converged, "round 1 reached everyone")
+        await drill.until(drill.converged, "round 1 reached everyone")
 
         jobs = Housekeeping(replicas["a"], schedule, None)  # A's scheduled backups, run now
         full = await jobs.jobs["backup"].run_once()
         for i, gate in enumerate("abc" * 2, start=9):  # round 2
             drill.scan(gate, f"P{i}")
-        await _until(drill.converged, "round 2 reached everyone")
+        await drill.until(drill.converged, "round 2 reached everyone")
         incremental = await jobs.jobs["backup"].run_once()
 
         for i in range(15, 20):  # at A after its last backup: only its peers keep them
             drill.after_backup.append(drill.scan("a", f"P{i}"))
-        await _until(drill.converged, "A's last check-ins reached its peers")
+        await drill.until(drill.converged, "A's last check-ins reached its peers")
         lost_seq = replicas["a"].version_vector(EV)[a_id]
 
         await drill.nodes.pop("a").stop()  # the disaster: A's disk is gone
@@ -134,12 +134,12 @@ def test_a_destroyed_gate_is_restored_from_its_backup_and_resyncs_without_loss(t
         assert refused.value.code == "rejoin_pending"
 
         await drill.start("a", ["admin", "b", "c"])
-        await _until(lambda: EV not in a.rejoin_pending, "A caught up with its own chain")
+        await drill.until(lambda: EV not in a.rejoin_pending, "A caught up with its own chain")
         assert a.version_vector(EV)[a_id] >= lost_seq
         new = a.check_in(EV, "P22")  # accepted again, continuing its chain
         drill.nodes["a"].local_write(EV)
         drill.acked.append(new.scan.id)
-        await _until(drill.converged, "everyone converged after the restore")
+        await drill.until(drill.converged, "everyone converged after the restore")
         for node in drill.nodes.values():
             await node.stop()
         return {

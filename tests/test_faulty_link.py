@@ -9,14 +9,20 @@ entries and no scan is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 from headcount import Role
 from headcount.pki.org import init_org
 
-from .test_node import EV, _device, _node
+from .support.devices import enrolled_replica
+from .support.nodes import effect_pulse, tls_node
+from .support.seeds import reported_seed
+from .support.wait import await_until
 
+EV = "ev"
 SEED = 20261124
+SCAN_EVERY_S = 0.01  # the gate's scan rate while the link is faulty (a workload, not a wait)
 
 
 class FaultyProxy:
@@ -70,44 +76,65 @@ class FaultyProxy:
 def test_gate_behind_a_faulty_link_keeps_recording_and_converges(tmp_path, clock):
     rng = random.Random(SEED)
     org = init_org(tmp_path / "org", "Example Events")
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
     admin.create_event(EV, "Conf")
     admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(200)])
 
     async def main() -> tuple[int, set[str]]:
-        a = _node(admin, [])
+        a = tls_node(admin, [])
+        at_admin = effect_pulse(a)
         await a.start()
         proxy = FaultyProxy(a.port, rng)
         await proxy.start()
         proxy.faulty = False  # the gate first receives the event over a sound link
-        g = _node(gate, [("127.0.0.1", proxy.port)])
+        g = tls_node(gate, [("127.0.0.1", proxy.port)])
+        at_gate = effect_pulse(g)
         await g.start()
         recorded: set[str] = set()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while not (EV in gate.events() and gate.status(EV).participants == 200):
-            assert loop.time() < deadline, "the event never reached the gate"
-            await asyncio.sleep(0.05)
+        await await_until(
+            lambda: EV in gate.events() and gate.status(EV).participants == 200,
+            20,
+            "the event reached the gate",
+            pulse=at_gate,
+        )
         proxy.faulty = True
-        # Faulty period: the gate keeps scanning, connected or not.
-        while loop.time() < deadline and (proxy.cuts < 3 or len(recorded) < 50):
-            recorded.add(gate.check_in(EV, f"p{rng.randrange(200)}").scan.id)
-            g.local_write(EV)
-            await asyncio.sleep(0.01)
+
+        async def keep_scanning() -> None:
+            """Faulty period: the gate keeps scanning, connected or not."""
+            while True:
+                recorded.add(gate.check_in(EV, f"p{rng.randrange(200)}").scan.id)
+                g.local_write(EV)
+                await asyncio.sleep(SCAN_EVERY_S)
+
+        scanner = asyncio.create_task(keep_scanning())
+        try:
+            # (the proxy reports no cuts: polled)
+            await await_until(
+                lambda: proxy.cuts >= 3 and len(recorded) >= 50,
+                20,
+                "three cuts while the gate scanned 50 times",
+            )
+        finally:
+            scanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scanner
         proxy.faulty = False  # healed
         g.retry_now()
-        while loop.time() < deadline + 20:
-            if EV in admin.events() and recorded <= set(admin.event(EV).doc.scans):
-                break
-            await asyncio.sleep(0.05)
+        await await_until(
+            lambda: EV in admin.events() and recorded <= set(admin.event(EV).doc.scans),
+            20,
+            "every scan reached the admin",
+            pulse=at_admin,
+        )
         cuts = proxy.cuts
         await g.stop()
         await a.stop()
         await proxy.stop()
         return cuts, recorded
 
-    cuts, recorded = asyncio.run(asyncio.wait_for(main(), 60))
+    with reported_seed(SEED):
+        cuts, recorded = asyncio.run(asyncio.wait_for(main(), 90))
     assert cuts >= 3, f"seed={SEED}: the proxy never cut a connection"
     assert len(recorded) >= 50, f"seed={SEED}"
     missing = recorded - set(admin.event(EV).doc.scans)

@@ -20,7 +20,7 @@ from headcount.protocol.memlog import MemLog
 from headcount.protocol.session import Applied, Close, Session, State
 from headcount.protocol.wire import MESSAGE_TYPES, Hello, Segments, encode
 
-from .protocol_helpers import make_devices
+from .support.protocol import make_devices
 
 EV = "ev"
 FUZZ_SEED = 20_240_611

@@ -14,7 +14,7 @@ from headcount.core.errors import StoreError
 from headcount.net.groupcommit import GroupCommit
 from headcount.store.sqlite import DB_FILE, Durability, Store
 
-from .store_conformance import chain
+from .support.store_conformance import chain
 
 
 def committed_seq(path: Path, event: str) -> int:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from headcount import Replica, Role
 
-from .test_convergence import EVENT, SETTINGS, World, op
+from .support.convergence import EVENT, SETTINGS, World, op
 
 
 def relay(base: Path, name: str, world: World, *, lazy: bool) -> Replica:

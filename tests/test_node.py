@@ -3,62 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives import serialization
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
 
 from headcount import Replica, Role
-from headcount.net.node import Link, Node, NodeConfig
-from headcount.pki.device import install_certificate, load_device_certificate, ssl_context
-from headcount.pki.org import enroll, init_org
-from headcount.pki.verify import verify_peer_certificate
-from headcount.protocol.session import Applied, Effect
+from headcount.net.node import Link
+from headcount.pki.device import load_device_certificate
+from headcount.pki.org import init_org
+
+from .support.devices import enrolled_replica
+from .support.nodes import BACKOFF_BASE_S, BACKOFF_MAX_S, effect_pulse, tls_node
+from .support.wait import Pulse, await_until
 
 EV = "ev"
-
-
-def _device(tmp: Path, org, name: str, role: Role, clock, events=("*",)) -> Replica:
-    Replica.init(tmp / name, role=role, name=name)
-    replica = Replica.open(tmp / name, wall_clock=clock)
-    cert = enroll(org, replica.identity.public_key_raw, replica.device_id, role, list(events))
-    install_certificate(
-        tmp / name,
-        cert.public_bytes(serialization.Encoding.PEM),
-        org.certificate_pem,
-    )
-    return replica
-
-
-def _node(replica: Replica, peers: list[tuple[str, int]]) -> Node:
-    cert, ca = load_device_certificate(replica.data_dir)
-    own = verify_peer_certificate(cert, ca, int(time.time() * 1000))
-    config = NodeConfig(peers=peers, gossip_interval=0.2, backoff_base=0.05, backoff_max=0.5)
-    return Node(
-        replica,
-        config,
-        ssl_context(replica.data_dir, server_side=True),
-        ssl_context(replica.data_dir, server_side=False),
-        ca,
-        own_identity=own,
-    )
-
-
-def _once(node: Node, condition: Callable[[], bool]) -> asyncio.Event:
-    """An event set as soon as ``condition()`` holds, checked now and after
-    every entry applied on one of ``node``'s links."""
-    ready = asyncio.Event()
-
-    def check(_source: Any, effect: Effect) -> None:
-        if isinstance(effect, Applied) and condition():
-            ready.set()
-
-    node.effect_observers.append(check)
-    if condition():
-        ready.set()
-    return ready
 
 
 def _has_event(replica: Replica, participants: int) -> Callable[[], bool]:
@@ -67,26 +25,35 @@ def _has_event(replica: Replica, participants: int) -> Callable[[], bool]:
 
 def test_a_check_in_crosses_a_line_of_three_nodes_over_tls(tmp_path, clock):
     org = init_org(tmp_path / "org", "Example Events")
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    north = _device(tmp_path, org, "north", Role.GATE, clock)
-    south = _device(tmp_path, org, "south", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    north = enrolled_replica(tmp_path, org, "north", Role.GATE, clock)
+    south = enrolled_replica(tmp_path, org, "south", Role.GATE, clock)
     admin.create_event(EV, "Conf")
     admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(10)])
 
     async def main():
-        a = _node(admin, [])
-        arrived = _once(a, lambda: south.device_id in admin.version_vector(EV))
+        a = tls_node(admin, [])
+        at_admin = effect_pulse(a)
         await a.start()
-        n = _node(north, [("127.0.0.1", a.port)])
+        n = tls_node(north, [("127.0.0.1", a.port)])
         await n.start()
-        s = _node(south, [("127.0.0.1", n.port)])  # south only knows north
-        has_event = _once(s, _has_event(south, 10))
+        s = tls_node(south, [("127.0.0.1", n.port)])  # south only knows north
+        at_south = effect_pulse(s)
         await s.start()
-        # wait until south has the event (it came from admin through north)
-        await asyncio.wait_for(has_event.wait(), 10)
+        await await_until(
+            _has_event(south, 10),
+            10,
+            "the event reached south (from admin through north)",
+            pulse=at_south,
+        )
         south.check_in(EV, "p3")
         s.local_write(EV)
-        await asyncio.wait_for(arrived.wait(), 10)
+        await await_until(
+            lambda: south.device_id in admin.version_vector(EV),
+            10,
+            "south's check-in reached the admin",
+            pulse=at_admin,
+        )
         for node in (s, n, a):
             await node.stop()
 
@@ -100,20 +67,18 @@ def test_a_check_in_crosses_a_line_of_three_nodes_over_tls(tmp_path, clock):
 def test_a_device_of_another_organisation_is_refused(tmp_path, clock):
     org = init_org(tmp_path / "org", "Example Events")
     other = init_org(tmp_path / "other", "Example Events")  # same name, different key
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    intruder = _device(tmp_path, other, "intruder", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    intruder = enrolled_replica(tmp_path, other, "intruder", Role.GATE, clock)
     admin.create_event(EV, "Conf")
 
     async def main():
-        a = _node(admin, [])
+        a = tls_node(admin, [])
         await a.start()
-        i = _node(intruder, [("127.0.0.1", a.port)])
+        i = tls_node(intruder, [("127.0.0.1", a.port)])
         await i.start()
-        for _ in range(100):
-            if i.dialers[("127.0.0.1", a.port)].failures >= 2:
-                break
-            await asyncio.sleep(0.05)
         dialer = i.dialers[("127.0.0.1", a.port)]
+        # (nothing reports a failed dial: polled)
+        await await_until(lambda: dialer.failures >= 2, 10, "the intruder failed to dial twice")
         await i.stop()
         await a.stop()
         return dialer
@@ -126,13 +91,36 @@ def test_a_device_of_another_organisation_is_refused(tmp_path, clock):
     intruder.close()
 
 
+def _least_backoff(failures: int) -> float:
+    """The shortest a dialer that failed ``failures`` times in a row waits in
+    all (each wait at least half its backoff: the jitter)."""
+    return sum(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**f) * 0.5 for f in range(1, failures))
+
+
+# The metronome: a dialer of a closed port, whose failures count the node's
+# own backoff periods. Once it failed this often, longer has passed than the
+# longest a losing dialer would wait before redialling (its backoff, jitter
+# included, or the recheck of its kept link, both at most 1.5 * BACKOFF_MAX_S).
+METRONOME_FAILURES = 7
+
+
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections (bound, never listening:
+    no one else takes it meanwhile)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path, clock):
+    assert _least_backoff(METRONOME_FAILURES) > 1.5 * BACKOFF_MAX_S
     org = init_org(tmp_path / "org", "Example Events")
-    one = _device(tmp_path, org, "one", Role.GATE, clock)
-    two = _device(tmp_path, org, "two", Role.GATE, clock)
+    one = enrolled_replica(tmp_path, org, "one", Role.GATE, clock)
+    two = enrolled_replica(tmp_path, org, "two", Role.GATE, clock)
 
     async def main():
-        a, b = _node(one, []), _node(two, [])
+        a, b = tls_node(one, []), tls_node(two, [])
         accepted = {"a": 0, "b": 0}  # inbound links (connections accepted and admitted)
         for name, node in (("a", a), ("b", b)):
 
@@ -144,19 +132,28 @@ def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path,
         await b.start()
         a.add_peer("127.0.0.1", b.port)
         b.add_peer("127.0.0.1", a.port)
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            if len(a.links) == len(b.links) == 1 and sum(accepted.values()) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        # (a link that ends reports nothing: polled)
+        await await_until(
+            lambda: len(a.links) == len(b.links) == 1 and sum(accepted.values()) >= 2,
+            10,
+            "both dialled and one link was kept",
+        )
         settled = dict(accepted)
-        await asyncio.sleep(1.0)  # several backoff periods (base 0.05 s, max 0.5 s)
+        with _refusing_port() as dead:
+            metronome = ("127.0.0.1", dead)
+            a.add_peer(*metronome)
+            await await_until(
+                lambda: a.dialers[metronome].failures >= METRONOME_FAILURES,
+                10,
+                f"{METRONOME_FAILURES} failed dials of a closed port",
+            )
+        dialers = [d for d in (*a.dialers.values(), *b.dialers.values()) if d.address != metronome]
         result = (
             len(a.links),
             len(b.links),
             dict(accepted),
             settled,
-            [d.failures for d in (*a.dialers.values(), *b.dialers.values())],
+            [d.failures for d in dialers],
         )
         await a.stop()
         await b.stop()
@@ -175,28 +172,29 @@ def test_a_revocation_published_by_an_admin_cuts_the_device_off(tmp_path, clock)
     from headcount.service.daemon import published_revocations
 
     org = init_org(tmp_path / "org", "Example Events")
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
     admin.create_event(EV, "Conf")
     _, ca = load_device_certificate(admin.data_dir)
 
     async def main():
-        a = _node(admin, [])
+        a = tls_node(admin, [])
         a.revocations = lambda: published_revocations(admin, ca)
+        linked = Pulse()
+        a.link_observers.append(linked.beat)
         await a.start()
-        g = _node(gate, [("127.0.0.1", a.port)])
+        g = tls_node(gate, [("127.0.0.1", a.port)])
         await g.start()
-        deadline = asyncio.get_running_loop().time() + 10
-        while not a.links and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
-        assert a.links, "the gate never connected"
+        await await_until(lambda: a.links, 10, "the gate connected", pulse=linked)
         listed = revoke(RevocationList(org.key_id), gate.device_id, at_ms=clock.now, by="test")
         admin.set_config(EV, "revocations", listed.to_dict())  # authority-written config
         assert a.enforce_revocations() == 1
-        while asyncio.get_running_loop().time() < deadline:
-            if [code for _, code in a.rejected].count("revoked") >= 2 and not a.links:
-                break
-            await asyncio.sleep(0.05)
+        # (refusals and links that end report nothing: polled)
+        await await_until(
+            lambda: [code for _, code in a.rejected].count("revoked") >= 2 and not a.links,
+            10,
+            "the gate was cut off and refused again",
+        )
         result = (len(a.links), [code for _, code in a.rejected])
         await g.stop()
         await a.stop()
@@ -214,29 +212,35 @@ def test_nodes_sync_over_websocket_with_mutual_tls(tmp_path, clock):
     HTTP passes), certificates checked on both sides."""
     org = init_org(tmp_path / "org", "Example Events")
     other = init_org(tmp_path / "other", "Example Events")
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
-    intruder = _device(tmp_path, other, "intruder", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
+    intruder = enrolled_replica(tmp_path, other, "intruder", Role.GATE, clock)
     admin.create_event(EV, "Conf")
     admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(20)])
 
     async def main():
-        a = _node(admin, [])
+        a = tls_node(admin, [])
         a.config.ws_port = 0
         await a.start()
         url = f"wss://127.0.0.1:{a.ws_port}/sync"
-        g = _node(gate, [])
+        g = tls_node(gate, [])
         g.config.ws_peers = [url]
-        has_event = _once(g, _has_event(gate, 20))
+        at_gate, at_admin = effect_pulse(g), effect_pulse(a)
         await g.start()
-        bad = _node(intruder, [])
+        bad = tls_node(intruder, [])
         bad.config.ws_peers = [url]
         await bad.start()
-        await asyncio.wait_for(has_event.wait(), 15)  # the event reached the gate over wss
+        await await_until(
+            _has_event(gate, 20), 15, "the event reached the gate over wss", pulse=at_gate
+        )
         gate.check_in(EV, "p4")
-        has_scan = _once(a, lambda: admin.version_vector(EV) == gate.version_vector(EV))
         g.local_write(EV)
-        await asyncio.wait_for(has_scan.wait(), 15)  # the scan reached the admin over wss
+        await await_until(
+            lambda: admin.version_vector(EV) == gate.version_vector(EV),
+            15,
+            "the scan reached the admin over wss",
+            pulse=at_admin,
+        )
         for node in (bad, g, a):
             await node.stop()
         return [link for link in a.links]
@@ -249,23 +253,52 @@ def test_nodes_sync_over_websocket_with_mutual_tls(tmp_path, clock):
 
 
 def test_a_gate_receives_only_the_events_it_is_enrolled_for(tmp_path, clock):
+    """The admin holds an event the gate is not enrolled for: it never
+    reaches the gate, neither at the handshake nor in anti-entropy rounds.
+
+    Witness that it would have arrived by the end, three check-ins on the
+    allowed event, each sent after the previous one was seen, over links
+    that deliver in order:
+
+    1. ``c1`` (the admin's) follows the admin's anti-entropy round: once the
+       gate holds it, the gate has answered that round (and the handshake).
+    2. ``g2`` (the gate's) follows those answers: once the admin holds it,
+       the admin has acted on them, and sent whatever they asked for.
+    3. ``c3`` (the admin's) follows that: once the gate holds it, the gate
+       has received everything the admin sent about any event.
+    """
     org = init_org(tmp_path / "org", "Example Events")
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    gate = _device(tmp_path, org, "gate", Role.GATE, clock, events=[EV])
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock, events=[EV])
     admin.create_event(EV, "Conf")
+    admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(3)])
     admin.create_event("secret", "Board meeting")
     admin.import_participants("secret", [{"id": "ceo", "name": "C"}])
 
+    def holds(replica: Replica, scan: str) -> Callable[[], bool]:
+        return lambda: EV in replica.events() and scan in replica.event(EV).doc.scans
+
     async def main():
-        a = _node(admin, [])
+        a = tls_node(admin, [])
+        at_admin = effect_pulse(a)
         await a.start()
-        g = _node(gate, [("127.0.0.1", a.port)])
-        arrived = _once(g, lambda: EV in gate.events())
+        g = tls_node(gate, [("127.0.0.1", a.port)])
+        at_gate = effect_pulse(g)
         await g.start()
-        await asyncio.wait_for(arrived.wait(), 10)  # the allowed event
+        await await_until(
+            lambda: EV in gate.events(), 10, "the allowed event reached the gate", pulse=at_gate
+        )
         for link in a.links:  # a few anti-entropy rounds that would carry it
             await link.peer.anti_entropy()
-        await asyncio.sleep(0.3)
+        c1 = admin.check_in(EV, "p0").scan.id
+        a.local_write(EV)
+        await await_until(holds(gate, c1), 10, "the admin's c1 reached the gate", pulse=at_gate)
+        g2 = gate.check_in(EV, "p1").scan.id
+        g.local_write(EV)
+        await await_until(holds(admin, g2), 10, "the gate's g2 reached the admin", pulse=at_admin)
+        c3 = admin.check_in(EV, "p2").scan.id
+        a.local_write(EV)
+        await await_until(holds(gate, c3), 10, "the admin's c3 reached the gate", pulse=at_gate)
         for node in (g, a):
             await node.stop()
 

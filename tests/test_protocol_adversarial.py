@@ -40,7 +40,7 @@ from headcount.protocol.wire import (
     encode,
 )
 
-from .protocol_helpers import ConnectionPair, make_devices
+from .support.protocol import ConnectionPair, make_devices
 
 EV = "ev"
 BIG = 10**9

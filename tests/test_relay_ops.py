@@ -27,8 +27,12 @@ from headcount.relay.http.ops import (
     node_serving,
     replica_open,
 )
-from tests.conftest import FakeClock
-from tests.test_relay_api import EVENT, SECRET, record
+
+from .support.clock import FakeClock
+from .support.devices import enrolled_replica
+from .support.nodes import effect_pulse, tls_node
+from .support.relay_api import EVENT, SECRET, record
+from .support.wait import await_until
 
 Call = Callable[[TestClient], Awaitable[None]]
 
@@ -350,26 +354,28 @@ def test_collect_from_real_idle_node_and_replica(replica: Replica) -> None:
 
 def test_collect_from_real_nodes_over_tls(tmp_path, clock: FakeClock) -> None:
     from headcount.pki.org import init_org
-    from tests.test_node import _device, _node
 
     org = init_org(tmp_path / "org", "Example Events")
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
     admin.create_event("ev", "Conf")
     admin.import_participants("ev", [{"id": f"p{i}", "name": f"N{i}"} for i in range(5)])
     m = Metrics()
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        a = _node(admin, [])
+        a = tls_node(admin, [])
         seen["before"] = node_serving(a)()
         await a.start()
-        g = _node(gate, [("127.0.0.1", a.port)])
+        g = tls_node(gate, [("127.0.0.1", a.port)])
+        at_gate = effect_pulse(g)
         await g.start()
-        for _ in range(200):
-            if "ev" in gate.events() and gate.status("ev").participants == 5:
-                break
-            await asyncio.sleep(0.05)
+        await await_until(
+            lambda: "ev" in gate.events() and gate.status("ev").participants == 5,
+            10,
+            "the event reached the gate",
+            pulse=at_gate,
+        )
         collect_from_node(m, a, admin)
         seen["serving"] = node_serving(a)()
         await g.stop()

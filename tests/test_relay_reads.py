@@ -1,7 +1,7 @@
 """Contract tests of the relay's read endpoints and conflict resolution.
 
 A real aiohttp server on 127.0.0.1 over a replica on the fake clock (the
-harness of ``test_relay_api``); conflicts are made by two gates editing a
+harness of ``support.relay_api``); conflicts are made by two gates editing a
 critical field concurrently and syncing into the relay replica.
 """
 
@@ -15,16 +15,17 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from headcount import Replica, Role
-from tests.conftest import FakeClock
-from tests.helpers import sync
-from tests.test_relay_api import EVENT, Harness, assert_error
+
+from .support.clock import FakeClock
+from .support.relay_api import EVENT, ApiHarness, assert_error, post_records, record
+from .support.sync import sync
 
 BASE = f"/api/events/{EVENT}"
 N = 23
 
 
 @pytest.fixture
-def h(make_replica: Callable[..., Replica], clock: FakeClock) -> Harness:
+def h(make_replica: Callable[..., Replica], clock: FakeClock) -> ApiHarness:
     replica = make_replica("relay", role=Role.ADMIN)
     replica.create_event(EVENT)
     replica.create_event("e2")
@@ -34,7 +35,7 @@ def h(make_replica: Callable[..., Replica], clock: FakeClock) -> Harness:
         if i % 3 != 2:  # every third participant never scans
             replica.check_in(EVENT, f"p{i:02d}")
             clock.advance(10)
-    return Harness(replica, clock)
+    return ApiHarness(replica, clock)
 
 
 async def get(client: TestClient, token: str | None, path: str, **params: Any) -> tuple[int, Any]:
@@ -73,7 +74,7 @@ async def walk(client: TestClient, token: str, path: str, limit: int, **params: 
     return items
 
 
-def make_conflict(h: Harness, make_replica: Callable[..., Replica]) -> str:
+def make_conflict(h: ApiHarness, make_replica: Callable[..., Replica]) -> str:
     north, south = make_replica("north"), make_replica("south")
     sync(h.replica, north)
     sync(h.replica, south)
@@ -91,7 +92,7 @@ def make_conflict(h: Harness, make_replica: Callable[..., Replica]) -> str:
 @pytest.mark.parametrize(
     "path", ["attendance", "participants", "devices", "conflicts", "conflicts/x/resolve"]
 )
-def test_every_route_needs_a_token_and_the_event(h: Harness, path: str) -> None:
+def test_every_route_needs_a_token_and_the_event(h: ApiHarness, path: str) -> None:
     async def body(client: TestClient) -> None:
         call = post if path.endswith("resolve") else get
         args = ({"choose": "a:1"},) if call is post else ()
@@ -109,7 +110,7 @@ def test_every_route_needs_a_token_and_the_event(h: Harness, path: str) -> None:
     h.run(body)
 
 
-def test_user_sees_only_their_own_records(h: Harness) -> None:
+def test_user_sees_only_their_own_records(h: ApiHarness) -> None:
     async def body(client: TestClient) -> None:
         user = h.token(user="p01")
         st, data = await get(client, user, f"{BASE}/attendance")
@@ -134,7 +135,7 @@ def test_user_sees_only_their_own_records(h: Harness) -> None:
 # -- attendance and participants ------------------------------------------------------
 
 
-def test_attendance_admin_sees_all_with_scans(h: Harness) -> None:
+def test_attendance_admin_sees_all_with_scans(h: ApiHarness) -> None:
     async def body(client: TestClient) -> None:
         st, data = await get(client, h.token(role="admin"), f"{BASE}/attendance")
         assert st == 200
@@ -151,7 +152,7 @@ def test_attendance_admin_sees_all_with_scans(h: Harness) -> None:
 
 
 @pytest.mark.parametrize("what", ["attendance", "participants"])
-def test_pagination_walk_has_no_duplicates_or_gaps(h: Harness, what: str) -> None:
+def test_pagination_walk_has_no_duplicates_or_gaps(h: ApiHarness, what: str) -> None:
     async def body(client: TestClient) -> None:
         admin = h.token(role="admin")
         st, whole = await get(client, admin, f"{BASE}/{what}", limit=1000)
@@ -166,7 +167,7 @@ def test_pagination_walk_has_no_duplicates_or_gaps(h: Harness, what: str) -> Non
     h.run(body)
 
 
-def test_changes_since_a_token(h: Harness) -> None:
+def test_changes_since_a_token(h: ApiHarness) -> None:
     async def body(client: TestClient) -> None:
         admin = h.token(role="admin")
         st, data = await get(client, admin, f"{BASE}/attendance")
@@ -199,7 +200,7 @@ def test_changes_since_a_token(h: Harness) -> None:
     h.run(body)
 
 
-def test_bad_parameters(h: Harness) -> None:
+def test_bad_parameters(h: ApiHarness) -> None:
     async def body(client: TestClient) -> None:
         admin = h.token(role="admin")
         for bad in ("0", "1001", "x", "-3"):
@@ -221,7 +222,7 @@ def test_bad_parameters(h: Harness) -> None:
 # -- devices ------------------------------------------------------------------------------
 
 
-def test_device_status(h: Harness) -> None:
+def test_device_status(h: ApiHarness) -> None:
     me = h.replica.device_id
     vv = h.replica.version_vector(EVENT)
     total = sum(vv.values())
@@ -249,7 +250,7 @@ def test_device_status(h: Harness) -> None:
 
 
 def test_device_that_never_acknowledged_lacks_everything(
-    h: Harness, make_replica: Callable[..., Replica]
+    h: ApiHarness, make_replica: Callable[..., Replica]
 ) -> None:
     make_conflict(h, make_replica)  # north and south authored entries
 
@@ -268,7 +269,7 @@ def test_device_that_never_acknowledged_lacks_everything(
 
 
 def test_conflicts_list_and_resolve_by_choice(
-    h: Harness, make_replica: Callable[..., Replica]
+    h: ApiHarness, make_replica: Callable[..., Replica]
 ) -> None:
     cid = make_conflict(h, make_replica)
     admin = h.token(role="admin")
@@ -297,7 +298,7 @@ def test_conflicts_list_and_resolve_by_choice(
     assert h.replica.participant(EVENT, "p00").fields["allergies"] == "fish"
 
 
-def test_resolve_with_a_new_value(h: Harness, make_replica: Callable[..., Replica]) -> None:
+def test_resolve_with_a_new_value(h: ApiHarness, make_replica: Callable[..., Replica]) -> None:
     cid = make_conflict(h, make_replica)
 
     async def body(client: TestClient) -> None:
@@ -324,7 +325,7 @@ def test_resolve_with_a_new_value(h: Harness, make_replica: Callable[..., Replic
     ],
 )
 def test_resolve_malformed_body_is_400(
-    h: Harness, make_replica: Callable[..., Replica], payload: Any
+    h: ApiHarness, make_replica: Callable[..., Replica], payload: Any
 ) -> None:
     cid = make_conflict(h, make_replica)
 
@@ -338,7 +339,7 @@ def test_resolve_malformed_body_is_400(
     assert len(h.replica.conflicts(EVENT)) == 1
 
 
-def test_resolve_unknown_conflict_is_404(h: Harness) -> None:
+def test_resolve_unknown_conflict_is_404(h: ApiHarness) -> None:
     async def body(client: TestClient) -> None:
         path = f"{BASE}/conflicts/nope/resolve"
         st, data = await post(client, h.token(role="admin"), path, {"choose": "a:1"})
@@ -348,10 +349,8 @@ def test_resolve_unknown_conflict_is_404(h: Harness) -> None:
 
 
 def test_the_audit_trail_is_queryable_by_admins_only(h) -> None:
-    from tests.test_relay_api import post, record
-
     async def body(client) -> None:
-        st, _, _ = await post(
+        st, _, _ = await post_records(
             client, h.token("p01"), {"records": [record()]}, headers={"X-Request-Id": "audit-1"}
         )
         assert st == 200

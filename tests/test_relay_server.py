@@ -18,7 +18,11 @@ from headcount.relay.server import Relay, load_relay_config
 from headcount.relay.tokens import TokenAuthority, create_secret_file
 from headcount.replica.replica import wall_clock_ms
 
-from .test_node import EV, _device, _node
+from .support.devices import enrolled_replica
+from .support.nodes import effect_pulse, tls_node
+from .support.wait import await_until
+
+EV = "ev"
 
 
 def _client_ctx(org_dir: Path) -> ssl.SSLContext:
@@ -30,10 +34,10 @@ def _client_ctx(org_dir: Path) -> ssl.SSLContext:
 def test_two_gates_on_separate_networks_converge_through_the_relay_and_the_api(tmp_path):
     clock = wall_clock_ms  # the relay runs on the real clock: so must its peers
     org = init_org(tmp_path / "org", "Example Events")
-    relay_replica = _device(tmp_path, org, "relay", Role.RELAY, clock)
-    north = _device(tmp_path, org, "north", Role.GATE, clock)
-    south = _device(tmp_path, org, "south", Role.GATE, clock)
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
+    relay_replica = enrolled_replica(tmp_path, org, "relay", Role.RELAY, clock)
+    north = enrolled_replica(tmp_path, org, "north", Role.GATE, clock)
+    south = enrolled_replica(tmp_path, org, "south", Role.GATE, clock)
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
     admin.create_event(EV, "Conf")
     admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(10)])
     relay_replica.close()
@@ -53,15 +57,18 @@ def test_two_gates_on_separate_networks_converge_through_the_relay_and_the_api(t
         url = f"wss://127.0.0.1:{relay.https_port}/sync"
         nodes = []
         for replica in (admin, north, south):  # each reaches only the relay
-            node = _node(replica, [])
+            node = tls_node(replica, [])
             node.config.ws_peers = [url]
             await node.start()
             nodes.append(node)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while not all(EV in r.events() and r.status(EV).participants == 10 for r in (north, south)):
-            assert loop.time() < deadline, "the event never reached both gates"
-            await asyncio.sleep(0.05)
+        at_gates = effect_pulse(*nodes[1:])
+        gates = (north, south)
+        await await_until(
+            lambda: all(EV in r.events() and r.status(EV).participants == 10 for r in gates),
+            20,
+            "the event reached both gates",
+            pulse=at_gates,
+        )
         scan = north.check_in(EV, "p1").scan
         nodes[1].local_write(EV)
         record = {
@@ -91,11 +98,12 @@ def test_two_gates_on_separate_networks_converge_through_the_relay_and_the_api(t
                 },
             ) as refused:
                 refused_status = refused.status  # no client certificate: no sync
-        while not (
-            scan.id in south.event(EV).doc.scans and record["id"] in south.event(EV).doc.scans
-        ):
-            assert loop.time() < deadline, "the scans never reached the south gate"
-            await asyncio.sleep(0.05)
+        await await_until(
+            lambda: {scan.id, record["id"]} <= set(south.event(EV).doc.scans),
+            20,
+            "both scans reached the south gate",
+            pulse=at_gates,
+        )
         for node in nodes:
             await node.stop()
         relay.stopped.set()
@@ -140,10 +148,10 @@ def test_two_chained_relays_carry_a_check_in_between_venues(tmp_path):
     clock = wall_clock_ms
     org = init_org(tmp_path / "org", "Example Events")
     for name in ("cloud", "venue"):
-        _device(tmp_path, org, name, Role.RELAY, clock).close()
-    admin = _device(tmp_path, org, "admin", Role.ADMIN, clock)
-    east = _device(tmp_path, org, "east", Role.GATE, clock)
-    west = _device(tmp_path, org, "west", Role.GATE, clock)
+        enrolled_replica(tmp_path, org, name, Role.RELAY, clock).close()
+    admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
+    east = enrolled_replica(tmp_path, org, "east", Role.GATE, clock)
+    west = enrolled_replica(tmp_path, org, "west", Role.GATE, clock)
     admin.create_event(EV, "Conf")
     admin.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(5)])
 
@@ -160,20 +168,25 @@ def test_two_chained_relays_carry_a_check_in_between_venues(tmp_path):
         venue_url = f"wss://127.0.0.1:{venue.https_port}/sync"
         nodes = []
         for replica, url in ((admin, cloud_url), (east, venue_url), (west, cloud_url)):
-            node = _node(replica, [])
+            node = tls_node(replica, [])
             node.config.ws_peers = [url]
             await node.start()
             nodes.append(node)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while not (EV in east.events() and east.status(EV).participants == 5):
-            assert loop.time() < deadline, "the event never crossed the relays"
-            await asyncio.sleep(0.05)
+        at_gates = effect_pulse(*nodes[1:])
+        await await_until(
+            lambda: EV in east.events() and east.status(EV).participants == 5,
+            20,
+            "the event crossed the relays",
+            pulse=at_gates,
+        )
         scan = east.check_in(EV, "p2").scan
         nodes[1].local_write(EV)
-        while not (EV in west.events() and scan.id in west.event(EV).doc.scans):
-            assert loop.time() < deadline, "the scan never crossed the two relays"
-            await asyncio.sleep(0.05)
+        await await_until(
+            lambda: EV in west.events() and scan.id in west.event(EV).doc.scans,
+            20,
+            "the scan crossed the two relays",
+            pulse=at_gates,
+        )
         for node in nodes:
             await node.stop()
         for relay in (venue, cloud):
@@ -194,8 +207,8 @@ def test_a_relay_killed_with_sigkill_loses_nothing_and_catches_up(tmp_path):
 
     clock = wall_clock_ms
     org = init_org(tmp_path / "org", "Example Events")
-    _device(tmp_path, org, "relay", Role.RELAY, clock).close()
-    gate = _device(tmp_path, org, "gate", Role.GATE, clock)
+    enrolled_replica(tmp_path, org, "relay", Role.RELAY, clock).close()
+    gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
     gate.create_event(EV, "Conf")
     gate.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(20)])
 
@@ -219,20 +232,19 @@ def test_a_relay_killed_with_sigkill_loses_nothing_and_catches_up(tmp_path):
     recorded: list[str] = []
 
     async def sync_for_a_while(n: int):
-        node = _node(gate, [])
+        node = tls_node(gate, [])
         node.config.ws_peers = [f"wss://127.0.0.1:{https_port}/sync"]
         await node.start()
         for i in range(n):
             recorded.append(gate.check_in(EV, f"p{i % 20}").scan.id)
             node.local_write(EV)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while True:
+
+        def caught_up() -> bool:
             with Replica.open(tmp_path / "relay", read_only=True) as r:
-                if EV in r.events() and r.version_vector(EV) == gate.version_vector(EV):
-                    break
-            assert loop.time() < deadline, "the relay never caught up"
-            await asyncio.sleep(0.1)
+                return EV in r.events() and r.version_vector(EV) == gate.version_vector(EV)
+
+        # (the relay is another process: its store is polled)
+        await await_until(caught_up, 20, "the relay caught up", interval=0.1)
         await node.stop()
 
     try:

@@ -8,26 +8,8 @@ from headcount import InputError, Role
 from headcount.protocol.session import SessionConfig, SyncStatus
 from headcount.replica.log import ReplicaLog
 
-from .protocol_helpers import ConnectionPair
-
-EV = "ev"
-
-
-def introduce(*replicas):
-    for a in replicas:
-        for b in replicas:
-            if a is not b:
-                a.trust(b.device_id, b.identity.public_key_raw, b.role)
-
-
-def view(r):
-    ev = r.event(EV)
-    return (
-        sorted(ev.doc.scans),
-        [p.to_dict() for p in ev.participants(True)],
-        [c.to_dict() for c in ev.conflicts()],
-        r.version_vector(EV),
-    )
+from .support.protocol import ConnectionPair
+from .support.replicas import EV, introduce, view
 
 
 @pytest.fixture

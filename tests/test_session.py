@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from headcount.protocol.session import SessionConfig, State, SyncStatus
 
-from .protocol_helpers import ConnectionPair, make_devices
+from .support.protocol import ConnectionPair, make_devices
 
 EV = "ev"
 

@@ -16,7 +16,7 @@ from headcount.protocol.memlog import MemLog
 from headcount.protocol.session import Send, SessionConfig
 from headcount.protocol.wire import Ack, Directory, FrameDecoder, Segments, decode_body, encode
 
-from .protocol_helpers import ConnectionPair, make_devices
+from .support.protocol import ConnectionPair, make_devices
 
 EV = "ev"
 
@@ -178,7 +178,9 @@ def test_prepared_signatures_are_used_once():
     seg = decode_body(frame[4:]).segments[0]
     msg = head_message(EV, a.device_id, seg.head.seq, seg.head.hash)
     key = a.directory[a.device_id]
+    assert prev.prepared == 1
     assert prev.verify(key, msg, seg.head.sig) and prev.hits == 1
+    assert prev.prepared == 0
     assert prev.verify(key, msg, seg.head.sig) and prev.hits == 1  # verified for real
     assert not prev.verify(key, msg, bytes(64))  # a forgery is never a hit
     prev.close()
@@ -192,7 +194,7 @@ def test_a_forged_frame_prepares_nothing():
     frame[at] ^= 1  # flip a bit of the signature
     prev = PreVerifier(a.directory.get)
     asyncio.run(prev.prepare(bytes(frame)))
-    assert prev._verified == {}
+    assert prev.prepared == 0
     forged = decode_body(bytes(frame[4:])).segments[0]
     msg = head_message(EV, a.device_id, forged.head.seq, forged.head.hash)
     assert not prev.verify(a.directory[a.device_id], msg, forged.head.sig)
@@ -209,5 +211,5 @@ def test_malformed_frames_are_left_to_the_session(frame: bytes):
     (a,) = make_devices(1)
     prev = PreVerifier(a.directory.get)
     asyncio.run(prev.prepare(frame))  # never raises
-    assert prev._verified == {}
+    assert prev.prepared == 0
     prev.close()

@@ -11,7 +11,7 @@ from headcount.protocol.flow import EventFlow, Flows
 from headcount.protocol.snapshot import add_part, snapshot_parts
 from headcount.protocol.wire import SnapshotPart
 
-from .protocol_helpers import make_devices
+from .support.protocol import make_devices
 
 EV = "ev"
 

@@ -29,7 +29,7 @@ from headcount.protocol.wire import (
     encode,
 )
 
-from .protocol_helpers import ConnectionPair, make_devices
+from .support.protocol import ConnectionPair, make_devices
 
 EV = "ev"
 

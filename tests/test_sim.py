@@ -32,7 +32,7 @@ from headcount.sim.scheduler import Scheduler, Streams
 from headcount.sim.topology import KINDS, Topology
 from headcount.sim.workload import EVENT
 
-from .protocol_helpers import make_devices
+from .support.protocol import make_devices
 
 # -- helpers -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import pytest
 from headcount import Replica, Role, StoreError
 from headcount.store.sqlite import DB_FILE, MIGRATIONS
 
-from .helpers import sync
+from .support.sync import sync
 
 EV = "ev"
 

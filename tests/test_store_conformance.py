@@ -1,4 +1,4 @@
-"""Every store configuration passes the same suite (tests/store_conformance.py),
+"""Every store configuration passes the same suite (tests/support/store_conformance.py),
 plus a randomized check that the caches never disagree with the file."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from headcount.core.chain import entry_hash
 
-from .store_conformance import EV, HARNESSES, SUITE, Case, Harness, chain, same_as_fresh
+from .support.store_conformance import EV, HARNESSES, SUITE, Case, Harness, chain, same_as_fresh
 
 
 @pytest.fixture(params=sorted(HARNESSES))

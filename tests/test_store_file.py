@@ -11,7 +11,7 @@ import pytest
 from headcount import Replica, Role, StoreError
 from headcount.store import Store, StoreFile, copy_store, is_disk_full
 
-from .conftest import ReplicaFactory
+from .support.replicas import ReplicaFactory
 
 EV = "ev"
 

@@ -9,7 +9,7 @@ from headcount.net.stream import StreamPeer
 from headcount.protocol.session import Applied, Session, SessionConfig, SyncStatus
 from headcount.replica.log import ReplicaLog
 
-from .test_replica_sync import EV, introduce, view
+from .support.replicas import EV, introduce, view
 
 
 def test_two_replicas_sync_over_loopback_tcp(make_replica):

@@ -1,4 +1,4 @@
-"""Every transport passes the same conformance suite (tests/transport_conformance.py),
+"""Every transport passes the same conformance suite (tests/support/transport_conformance/),
 plus the checks only the asyncio drivers' durability hook (``before_send``)
 and the WebSocket transport's framing need."""
 
@@ -13,8 +13,8 @@ import pytest
 
 from headcount.protocol.session import SessionConfig, SyncStatus
 
-from .protocol_helpers import make_devices
-from .transport_conformance import (
+from .support.protocol import make_devices
+from .support.transport_conformance import (
     EV,
     HARNESSES,
     SUITE,

@@ -42,7 +42,7 @@ from headcount.protocol.wire import (
 )
 from headcount.sim.fastwire import frame_type, type_label
 
-from .protocol_helpers import make_devices
+from .support.protocol import make_devices
 
 PROPERTY = settings(
     max_examples=150,

@@ -19,7 +19,7 @@ from typing import Any
 from .util import Command, Result, command_group
 
 # The values of headcount.relay.tokens.UserRole, spelled out so that building
-# the parser loads no relay code (tests/test_tokens_cli.py keeps them equal).
+# the parser loads no relay code (tests/test_token_cli.py keeps them equal).
 ROLES = ("user", "admin")
 
 

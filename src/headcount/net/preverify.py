@@ -44,6 +44,12 @@ class PreVerifier:
         self._verified: dict[Triple, None] = {}  # insertion-ordered: oldest evicted first
         self._pool: ThreadPoolExecutor | None = None
 
+    @property
+    def prepared(self) -> int:
+        """How many signatures :meth:`prepare` verified that :meth:`verify`
+        has not used yet (each is used once)."""
+        return len(self._verified)
+
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         """The log's verifier: a prepared result if there is one, else the real check."""
         triple = (public_key, message, signature)

@@ -3,7 +3,7 @@ group commit need from the storage under them.
 
 :class:`headcount.store.Store` (SQLite, WAL) implements it, on gates and on
 relays alike; every implementation and configuration must pass the shared
-conformance suite in ``tests/store_conformance.py`` (run by
+conformance suite in ``tests/support/store_conformance.py`` (run by
 ``tests/test_store_conformance.py``), which is how a store shared by several
 relay processes will be admitted later. Backups and archives
 (``headcount.backup``, ``headcount.archive``) work on the SQLite file itself,

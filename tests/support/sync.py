@@ -1,4 +1,4 @@
-"""Test helpers: in-process replication between replicas."""
+"""In-process replication between replicas: every entry one lacks, handed over."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Protocol test helpers: in-memory devices and h11-style connection pairs."""
+"""In-memory devices and h11-style connection pairs (two sessions, one perfect link)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,3 @@ class ConnectionPair:
     def inject(self, i: int, data: bytes) -> None:
         """Deliver raw bytes to side ``i`` as if the peer had sent them."""
         self.carry_out(i, self.sides[i].session.receive_data(data, self.now))
-
-    def _effects(self, i: int, effects: list[Effect]) -> None:
-        """The old name of :meth:`carry_out` (some tests still use it)."""
-        self.carry_out(i, effects)

@@ -16,8 +16,9 @@ from headcount import Replica, Role
 from headcount.backup import Secret, manifest
 from headcount.core.identity import load_identity
 
-from .conftest import T0, FakeClock
-from .helpers import sync
+from .clock import T0, FakeClock
+from .replicas import introduce
+from .sync import sync
 
 EV = "ev"
 FAST_SCRYPT = 2**10  # tests only: the cost is recorded in the manifest and honoured
@@ -96,12 +97,6 @@ def open_device(path: Path, role: Role, clock: FakeClock) -> Replica:
     """A new device at ``path`` (named after it), open on ``clock``."""
     Replica.init(path, role=role, name=path.name)
     return Replica.open(path, wall_clock=clock)
-
-
-def introduce(x: Replica, y: Replica) -> None:
-    """Make ``x`` and ``y`` trust each other (what enrolment does)."""
-    x.trust(y.device_id, y.identity.public_key_raw, y.role)
-    y.trust(x.device_id, x.identity.public_key_raw, x.role)
 
 
 def open_pair(root: Path, clock: FakeClock) -> tuple[Replica, Replica]:
