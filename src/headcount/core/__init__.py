@@ -1,6 +1,7 @@
 """The domain, free of I/O but for a device's own key files: errors, the data
 model, the hybrid logical clock, field schemas and registers, the hash chain
-and signatures, one event as a pycrdt document, CSV import, device identity.
+and signatures, one event as a pycrdt document, CSV import, device identity,
+and a strict decoder of Y updates (``ydecode``: what a peer's update does).
 
 Imports only the standard library, pycrdt, cryptography and msgpack (checked
 by tests/test_layers.py). Names load lazily: ``headcount.core.chain`` does not
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         ScanKind,
     )
     from .schema import Policy, Schema, default_schema, load_schema_file
+    from .ydecode import DecodedUpdate, Item, UpdateFormatError, decode_update
 
 __all__ = [
     "Attendance",
@@ -52,6 +54,7 @@ __all__ = [
     "CheckInResult",
     "Conflict",
     "ConflictKind",
+    "DecodedUpdate",
     "EquivocationError",
     "Event",
     "EventDoc",
@@ -62,6 +65,7 @@ __all__ = [
     "HybridClock",
     "Identity",
     "InputError",
+    "Item",
     "LocalProtocolError",
     "LogEntry",
     "Method",
@@ -76,7 +80,9 @@ __all__ = [
     "Schema",
     "Segment",
     "StoreError",
+    "UpdateFormatError",
     "create_identity",
+    "decode_update",
     "default_schema",
     "device_id_for",
     "load_identity",
@@ -116,5 +122,6 @@ __getattr__, __dir__ = exports(
         ".eventdoc": ["EventDoc"],
         ".event": ["Event"],
         ".identity": ["Identity", "Role", "create_identity", "device_id_for", "load_identity"],
+        ".ydecode": ["DecodedUpdate", "Item", "UpdateFormatError", "decode_update"],
     },
 )
