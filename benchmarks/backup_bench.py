@@ -121,7 +121,7 @@ def run_child(op: str, *args: str, encrypted: bool = False) -> dict[str, Any]:
 
 def build(root: Path, people: int, checkins: int) -> tuple[Path, dict[str, Any]]:
     path = root / "gate"
-    Replica.init(path, role=Role.GATE, name="north")
+    Replica.init(path, role=Role.ADMIN, name="north")  # it creates the event: an admin
     t0 = time.perf_counter()
     with Replica.open(path, durability="off") as rep:
         rep.create_event(EVENT, "Benchmark")

@@ -115,8 +115,10 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def new_device(root: Path, name: str) -> Path:
+    """A device that creates its own event: an admin (only admins and relays
+    may; the measured check-ins, imports and opens do not depend on the role)."""
     path = root / name
-    Replica.init(path, role=Role.GATE, name=name)
+    Replica.init(path, role=Role.ADMIN, name=name)
     return path
 
 

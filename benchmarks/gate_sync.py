@@ -233,11 +233,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def enrolled(root: Path, org: Any, name: str) -> Path:
+def enrolled(root: Path, org: Any, name: str, role: Role = Role.GATE) -> Path:
     path = root / name
-    Replica.init(path, role=Role.GATE, name=name)
+    Replica.init(path, role=role, name=name)
     with Replica.open(path) as r:
-        cert = enroll(org, r.identity.public_key_raw, r.device_id, Role.GATE, ["*"])
+        cert = enroll(org, r.identity.public_key_raw, r.device_id, role, ["*"])
     install_certificate(path, cert.public_bytes(serialization.Encoding.PEM), org.certificate_pem)
     return path
 
@@ -391,9 +391,9 @@ def raw_baseline(b_state: bytes, updates: list[bytes]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, sizes: Sizes, root: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    log("creating the organisation and enrolling gates A and B")
+    log("creating the organisation and enrolling A (an admin: it creates the event) and gate B")
     org = init_org(root / "org", "Bench Events")
-    a_dir, b_dir = enrolled(root, org, "gate-a"), enrolled(root, org, "gate-b")
+    a_dir, b_dir = enrolled(root, org, "gate-a", Role.ADMIN), enrolled(root, org, "gate-b")
     with Replica.open(a_dir) as r:
         r.create_event(EVENT, "Benchmark")
         r.import_participants(

@@ -209,6 +209,7 @@ def relay_child(work: Path, max_connections: int) -> None:
     async def main() -> None:
         config = load_relay_config(None, work / "relay")
         config.https = ("127.0.0.1", 0)
+        config.ops = ("127.0.0.1", 0)  # metrics: relay.ops_port
         config.max_connections = max_connections
         relay = Relay(config)
         trace = os.environ.get("RELAY_LOAD_TRACE")

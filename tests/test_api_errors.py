@@ -1,6 +1,7 @@
 """Bad input to every Replica entry point: the right exception class from
-headcount.core.errors (or ``rejected`` in apply_entries' result), and no change,
-neither in memory nor on disk.
+headcount.core.errors (or, in apply_entries' result, ``rejected`` for what is
+not an entry and ``refused`` for an entry whose update breaks the rules, its
+device then quarantined), and no change, neither in memory nor on disk.
 
 "No change" compares a snapshot (events, version vector, participants,
 scan ids, conflicts, configuration, pending entries) taken before the call
@@ -35,6 +36,7 @@ from headcount import (
 from headcount.store.sqlite import DB_FILE
 
 from .support.clock import T0
+from .support.replicas import introduce
 from .support.seeds import reported_seed
 from .support.sync import sync
 
@@ -566,6 +568,28 @@ def assert_rejected_then_good_batch_applies(
     assert on_disk(admin) == after
 
 
+def assert_refused_then_good_batch_applies(
+    admin: Replica, garbage: list[LogEntry], good: list[LogEntry]
+) -> None:
+    """Entries whose update is not a valid one (core/validate.py) are refused
+    whole at apply time, each device quarantined for its event; nothing
+    changes; the replica then takes a good batch from other devices."""
+    before = snapshot(admin)
+    clock_before = admin.clock.last
+    result = admin.apply_entries(garbage)
+    assert result.rejected == []
+    assert sorted((v.event, v.device, v.seq) for v in result.refused) == sorted(
+        (e.event, e.device, e.seq) for e in garbage
+    )
+    assert all(v.reason and v.detail for v in result.refused)
+    assert (result.applied, result.pending) == (0, 0)
+    for e in garbage:
+        assert e.device in admin.store.quarantined(e.event)
+    assert admin.clock.last == clock_before
+    assert_unchanged(admin, before)
+    assert_rejected_then_good_batch_applies(admin, [], good)
+
+
 def _with(entry: LogEntry, **changes: Any) -> LogEntry:
     fields = {
         "event": entry.event,
@@ -630,28 +654,69 @@ def test_apply_random_bytes(admin: Replica, peer_batch: list[LogEntry]) -> None:
         _with(peer_batch[0], device=f"junk{i}", update=rng.randbytes(rng.randrange(1, 300)))
         for i in range(20)
     ]
-    garbage.append(_with(peer_batch[0], update=b"\x01\x01\xff\xff\xff\xff\x0f"))
+    garbage.append(_with(peer_batch[0], device="junk20", update=b"\x01\x01\xff\xff\xff\xff\x0f"))
     with reported_seed(RANDOM_BYTES_SEED):
-        assert_rejected_then_good_batch_applies(admin, garbage, peer_batch)
+        assert_refused_then_good_batch_applies(admin, garbage, peer_batch)
+
+
+def test_apply_garbage_from_a_device_quarantines_it(
+    admin: Replica, gate: Replica, peer_batch: list[LogEntry]
+) -> None:
+    """Garbage in place of one of a device's own entries refuses the device:
+    its good entries, before or after, are no longer taken in."""
+    garbage = [_with(peer_batch[0], update=b"\x01\x01\xff\xff\xff\xff\x0f")]
+    before = snapshot(admin)
+    result = admin.apply_entries(garbage)
+    assert result.rejected == []
+    assert [(v.device, v.seq, v.reason) for v in result.refused] == [
+        (gate.device_id, peer_batch[0].seq, "undecodable")
+    ]
+    assert gate.device_id in admin.store.quarantined(EV)
+    assert_unchanged(admin, before)
+    result = admin.apply_entries(peer_batch)
+    assert (result.applied, result.pending, result.rejected) == (0, 0, [])
+    assert_unchanged(admin, before)
 
 
 def test_apply_truncated_update(admin: Replica, peer_batch: list[LogEntry]) -> None:
     first = peer_batch[0]
     cuts = range(1, len(first.update))
     garbage = [_with(first, device=f"trunc{n}", update=first.update[:n]) for n in cuts]
-    assert_rejected_then_good_batch_applies(admin, garbage, peer_batch)
-    # A truncated re-delivery of an entry already applied is a duplicate: no change.
+    assert_refused_then_good_batch_applies(admin, garbage, peer_batch)
+    # A truncated re-delivery of an entry already applied is no duplicate: what
+    # it does is checked like any entry's, and it refuses its device. No change.
     fresh = [_with(first, update=first.update[: len(first.update) // 2])]
     before = snapshot(admin)
-    assert admin.apply_entries(fresh).duplicates == 1
+    result = admin.apply_entries(fresh)
+    assert (result.applied, result.duplicates, result.rejected) == (0, 0, [])
+    assert [(v.device, v.seq) for v in result.refused] == [(first.device, first.seq)]
+    assert first.device in admin.store.quarantined(EV)
     assert_unchanged(admin, before)
 
 
-def test_apply_hlc_far_in_the_future(admin: Replica, peer_batch: list[LogEntry]) -> None:
+def _written_ahead(admin: Replica, path: Path, ahead_ms: int) -> LogEntry:
+    """A check-in written by a gate whose wall clock runs ``ahead_ms`` ahead
+    of the admin's: a valid entry, stamped in the admin's future."""
+    Replica.init(path, role=Role.GATE, name=path.name)
+    with Replica.open(path, wall_clock=lambda: admin.wall_clock() + ahead_ms) as ahead:
+        sync(admin, ahead)
+        entry = ahead.check_in(EV, "Q3").entry
+        assert entry is not None
+        return entry
+
+
+def test_apply_hlc_far_in_the_future(
+    admin: Replica, peer_batch: list[LogEntry], tmp_path: Path
+) -> None:
     now = admin.wall_clock()
     garbage = [
-        _with(entry, hlc=(now + ahead) << 16)
-        for entry, ahead in zip(peer_batch, [5 * 60 * 1000 + 1, 86_400_000, 2**40], strict=True)
+        _written_ahead(admin, tmp_path / f"ahead{n}", ahead)
+        for n, ahead in enumerate([5 * 60 * 1000 + 1, 86_400_000, 2**40])
+    ]
+    assert [e.hlc >> 16 for e in garbage] == [
+        now + 5 * 60 * 1000 + 1,
+        now + 86_400_000,
+        now + 2**40,
     ]
     before = snapshot(admin)
     result = admin.apply_entries(garbage)
@@ -662,15 +727,29 @@ def test_apply_hlc_far_in_the_future(admin: Replica, peer_batch: list[LogEntry])
 
 
 def test_apply_garbage_for_an_unknown_event_creates_nothing(
-    admin: Replica, peer_batch: list[LogEntry]
+    admin: Replica, peer_batch: list[LogEntry], tmp_path: Path
 ) -> None:
     e = peer_batch[0]
     garbage = [
         _with(e, event="ghost", update=b"garbage"),
-        _with(e, event="ghost2", hlc=(T0 + 86_400_000) << 16),
+        _with(e, event="ghost2", hlc=(T0 + 86_400_000) << 16),  # its update says otherwise
         _with(e, event="ghost3", update=e.update[:10]),
     ]
-    assert_rejected_then_good_batch_applies(admin, garbage, peer_batch)
+    # Quarantined for those events only: its entries of EV still apply.
+    assert_refused_then_good_batch_applies(admin, garbage, peer_batch)
+    assert admin.events() == [EV]
+    # A valid entry creating an event, stamped a day in the future, is rejected.
+    Replica.init(tmp_path / "ahead", role=Role.ADMIN, name="ahead")
+    with Replica.open(tmp_path / "ahead", wall_clock=lambda: T0 + 86_400_000) as ahead:
+        introduce(admin, ahead)
+        ahead.create_event("ghost4", "From the future")
+        created = ahead.export_since("ghost4", {})
+    before = snapshot(admin)
+    result = admin.apply_entries(created)
+    assert len(result.rejected) == len(created) == 1
+    assert all("future" in reason for _, reason in result.rejected)
+    assert (result.applied, result.pending, result.refused) == (0, 0, [])
+    assert_unchanged(admin, before)
     assert admin.events() == [EV]
 
 
@@ -683,8 +762,13 @@ def test_apply_entry_with_an_invalid_event_id_is_rejected(
     assert admin.events() == [EV]
 
 
-def test_apply_good_entries_for_an_unknown_event_create_it(admin: Replica, gate: Replica) -> None:
-    gate.create_event("side", "Side event")
+def test_apply_good_entries_for_an_unknown_event_create_it(
+    admin: Replica, gate: Replica, make_replica: Callable[..., Replica]
+) -> None:
+    other = make_replica("other-admin", Role.ADMIN)  # only an admin or relay creates events
+    introduce(admin, other)
+    other.create_event("side", "Side event")
+    sync(other, gate)
     gate.import_participants("side", [{"id": "S1", "name": "Sam"}])
     gate.check_in("side", "S1")
     result = admin.apply_entries(gate.export_since("side", {}))
@@ -699,10 +783,9 @@ def test_apply_mixed_batch_keeps_the_good_entries(
 ) -> None:
     garbage = [_with(peer_batch[0], device="junk", update=b"\x00\xff\x00")]
     result = admin.apply_entries([garbage[0], *peer_batch, None])
-    rejected = [e for e, _ in result.rejected]
-    assert len(rejected) == 2
-    assert garbage[0] in rejected
-    assert None in rejected
+    assert [e for e, _ in result.rejected] == [None]
+    assert [(v.device, v.seq) for v in result.refused] == [("junk", garbage[0].seq)]
+    assert admin.store.quarantined(EV) == {"junk"}
     assert (result.applied, result.pending) == (3, 0)
     after = snapshot(admin)
     assert on_disk(admin) == after
@@ -713,8 +796,10 @@ def test_apply_mixed_batch_keeps_the_good_entries(
 
 def test_apply_random_bytes_property(admin: Replica, peer_batch: list[LogEntry]) -> None:
     """Hypothesis: arbitrary bytes from a peer never raise and never change the
-    visible state; anything not rejected is a (harmless) valid Y update that is
-    stored consistently. Hypothesis prints the failing bytes (and a blob)."""
+    visible state; anything refused changes nothing and quarantines its
+    device; anything neither rejected nor refused is a (harmless) valid Y
+    update that is stored consistently. Hypothesis prints the failing bytes
+    (and a blob)."""
     base = snapshot(admin)
     visible = ("participants", "scans", "conflicts", "config")
     counter = iter(range(10**9))
@@ -736,7 +821,11 @@ def test_apply_random_bytes_property(admin: Replica, peer_batch: list[LogEntry])
         before = snapshot(admin)
         result = admin.apply_entries([entry])
         after = snapshot(admin)
-        if result.rejected:
+        if result.refused:
+            assert [(v.device, v.seq) for v in result.refused] == [(entry.device, 1)], data
+            assert entry.device in admin.store.quarantined(EV), data
+            assert (result.applied, result.pending, result.rejected) == (0, 0, []), data
+        if result.rejected or result.refused:
             assert after == before, data
         else:
             assert result.applied + result.pending == 1, data

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from headcount import Replica, Role
+from headcount import PermissionDeniedError, Replica, Role
 from headcount.backup import (
     Catalog,
     Kind,
@@ -28,6 +28,7 @@ from headcount.backup import (
 )
 
 from .support.backup import EV, FAST_SCRYPT, SECRETS, Content, build, contents, reads
+from .support.sync import sync
 
 EXAMPLES = settings(
     max_examples=8,
@@ -79,12 +80,13 @@ def test_full_backup_restores_exactly_what_was_backed_up(secret: str, content: C
 def test_incremental_chain_restores_the_last_link(secret: str, content: Content) -> None:
     with _built(content) as (root, a, b):
         dest = root / "dest"
-        b.close()
         full = _backup(root / "a", Kind.FULL, dest, secret)
         a.import_participants(EV, [{"id": "late1", "name": "L1"}])
         inc1 = _backup(root / "a", Kind.INCREMENTAL, dest, secret)
         a.check_in(EV, "late1")
-        a.set_config(EV, "late", True)
+        b.set_config(EV, "late", True)  # configuration comes from the admin
+        sync(b, a)
+        b.close()
         inc2 = _backup(root / "a", Kind.INCREMENTAL, dest, secret)
         expected = reads(a)
         a.check_out(EV, "late1")  # after the last link
@@ -124,7 +126,8 @@ def _merged(
     content: Content, secret: str, kind: Kind, role: Role
 ) -> tuple[dict[str, Any], list[RestoreReport], dict[str, Any]]:
     """Back up ``kind`` of a built gate, then restore it twice into a new device of
-    ``role`` that trusts the gate.
+    ``role`` that trusts the gate (a new gate first receives the event from
+    the admin: only an admin or relay may create it).
 
     Returns:
         What the gate read when backed up, the two restores' reports, and what the
@@ -133,9 +136,11 @@ def _merged(
     with _built(content) as (root, a, b):
         m = _backup(root / "a", kind, root / "dest", secret)
         source = reads(a)
+        c = _fresh_device(root / "c", role, a)
+        if not role.is_authority:
+            _receive_the_event(c, b)
         a.close()
         b.close()
-        c = _fresh_device(root / "c", role, a)
         reports = [restore_backup(m.id, root / "dest", c, secret=SECRETS[secret]) for _ in range(2)]
         with Replica.open(c) as restored:
             return source, reports, reads(restored)
@@ -152,10 +157,23 @@ def test_participants_backup_merges_into_another_device(secret: str, content: Co
 
 @_every_secret_and_content
 def test_attendance_backup_merges_without_duplicates(secret: str, content: Content) -> None:
-    want, (_, again), got = _merged(content, secret, Kind.ATTENDANCE, Role.GATE)
+    # Only an authority records scans under another device's name (the gate's).
+    want, (_, again), got = _merged(content, secret, Kind.ATTENDANCE, Role.ADMIN)
     assert again.merge is not None and again.merge.written == 0
     assert got["attendance"] == want["attendance"]
     assert got["scans"] == want["scans"]
+
+
+@_every_secret_and_content
+def test_attendance_backup_of_another_gate_is_skipped_by_a_gate(
+    secret: str, content: Content
+) -> None:
+    _, (first, again), got = _merged(content, secret, Kind.ATTENDANCE, Role.GATE)
+    for report in (first, again):
+        assert report.merge is not None
+        assert (report.merge.written, report.merge.skipped) == (0, len(content.scans))
+        assert all("under another device's name" in r for r in report.merge.reasons)
+    assert got["scans"] == [] and got["attendance"] == []
 
 
 @_every_secret_and_content
@@ -165,12 +183,40 @@ def test_configuration_backup_merges_into_an_admin(secret: str, content: Content
     assert got["config"] == want["config"]
 
 
+def test_a_gate_lacking_the_event_refuses_a_per_kind_restore_before_writing(
+    tmp_path: Path,
+) -> None:
+    """Only an authority creates events: a per-kind restore onto a gate that
+    lacks one is refused up front, with nothing written."""
+    content = Content(people=[{"id": "P0", "name": "Ann"}], scans=[("in", 0, 5)])
+    with _built(content) as (root, a, b):
+        m = _backup(root / "a", Kind.PARTICIPANTS, root / "dest", "plain")
+        c = _fresh_device(root / "c", Role.GATE, a)
+        a.close()
+        b.close()
+        with pytest.raises(PermissionDeniedError, match="only an admin or relay may create"):
+            restore_backup(m.id, root / "dest", c, secret=SECRETS["plain"])
+        with Replica.open(c) as gate:
+            assert gate.events() == [] and gate.version_vector(EV) == {}
+
+
 def _fresh_device(path: Path, role: Role, source: Replica) -> Path:
     """A new device that trusts ``source`` (whose backups it restores)."""
     Replica.init(path, role=role, name=path.name)
     with Replica.open(path) as r:
         r.trust(source.device_id, source.identity.public_key_raw, source.role)
     return path
+
+
+def _receive_the_event(path: Path, admin: Replica) -> None:
+    """The device at ``path`` trusts ``admin`` and takes in the admin's entry
+    creating the event, and nothing else the admin wrote."""
+    created = [e for e in admin.export_since(EV, {}) if e.device == admin.device_id and e.seq == 1]
+    with Replica.open(path) as r:
+        r.trust(admin.device_id, admin.identity.public_key_raw, admin.role)
+        result = r.apply_entries(created)
+        assert (result.applied, result.rejected, result.refused) == (1, [], [])
+        assert r.events() == [EV] and r.event(EV).participants() == []
 
 
 def test_attendance_merge_keeps_live_scans_and_skips_deleted_participants(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from headcount.backup import payload
 
-from .support.cli import EVENT, PEOPLE_CSV, Cli
+from .support.cli import EVENT, PEOPLE_CSV, Cli, create_on_admin
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def gate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Cli:
     cli = Cli(capsys, tmp_path / "gate")
     cli.ok("init", "--name", "north")
-    cli.ok("event", "create", EVENT)
+    create_on_admin(cli, EVENT)
     (tmp_path / "people.csv").write_text(PEOPLE_CSV, "utf-8")
     cli.ok("participants", "import", EVENT, str(tmp_path / "people.csv"))
     cli.ok("checkin", EVENT, "Q1")
@@ -76,12 +76,14 @@ def test_encrypted_backup_with_a_passphrase_file(
 ) -> None:
     secret = tmp_path / "pass.txt"
     secret.write_text("s3cret phrase\n")
+    secret.chmod(0o600)  # a passphrase file other users may read is refused
     made = created(gate, "--passphrase-file", str(secret))
     assert made["encrypted"]
     without = gate.ok_json("backup", "verify", made["id"])
     assert without["content_checked"] is False and "only" in without["state"]
     wrong = tmp_path / "wrong.txt"
     wrong.write_text("nope")
+    wrong.chmod(0o600)
     err = gate.fail_json("backup", "restore", made["id"], "--passphrase-file", str(wrong))
     assert err["code"] == "wrong_key"
     assert gate.fail_json("backup", "restore", made["id"])["code"] == "key_required"

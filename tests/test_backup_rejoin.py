@@ -27,7 +27,8 @@ def test_a_restored_device_waits_for_its_own_entries_then_continues_its_chain(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     a, b = open_pair(tmp_path, clock)
-    a.create_event(EV, "Conf")
+    b.create_event(EV, "Conf")  # the admin creates the event; the gate a receives it
+    ConnectionPair(ReplicaLog(b), ReplicaLog(a)).run()
     a.import_participants(EV, [{"id": f"P{i}", "qr_token": f"Q{i}"} for i in range(5)])
     ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
     backup = create_backup(tmp_path / "a", Kind.FULL, dest=tmp_path / "dest")
@@ -72,7 +73,8 @@ def test_a_peer_that_lacks_later_entries_lets_the_device_rejoin_at_once(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     a, b = open_pair(tmp_path, clock)
-    a.create_event(EV, "Conf")
+    b.create_event(EV, "Conf")  # the admin creates the event; the gate a receives it
+    ConnectionPair(ReplicaLog(b), ReplicaLog(a)).run()
     a.import_participants(EV, [{"id": "P0"}])
     ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
     backup = create_backup(tmp_path / "a", Kind.FULL, dest=tmp_path / "dest")

@@ -30,6 +30,7 @@ from headcount.service.periodic import PeriodicJob
 from .support.backup import KEY, reads
 from .support.clock import T0, FakeClock
 from .support.devices import enrolled_dir
+from .support.sync import sync
 from .support.wait import await_until
 
 EV = "ev"
@@ -109,9 +110,13 @@ def test_a_crashing_run_is_an_internal_error_not_a_dead_daemon(tmp_path):
 
 
 def _gate(root: Path, clock: FakeClock) -> Replica:
+    """A gate holding an event (created by an admin, received by sync) and 20 participants."""
+    Replica.init(root / "hq", role=Role.ADMIN, name="hq")
     Replica.init(root / "a", role=Role.GATE, name="a")
     replica = Replica.open(root / "a", wall_clock=clock)
-    replica.create_event(EV, "Conf")
+    with Replica.open(root / "hq", wall_clock=clock) as admin:
+        admin.create_event(EV, "Conf")
+        sync(admin, replica)
     replica.import_participants(EV, [{"id": f"P{i}", "qr_token": f"Q{i}"} for i in range(20)])
     return replica
 
@@ -249,7 +254,8 @@ def test_the_relay_backs_up_on_schedule_and_exports_metrics(tmp_path):
     org = init_org(tmp_path / "org", "Example Events")
     relay_dir = enrolled_dir(tmp_path, org, "relay", Role.RELAY)
     (tmp_path / "relay.toml").write_text(
-        f'https = "127.0.0.1:0"\n[backup]\ninterval = "1h"\ndest = "{tmp_path / "dest"}"\n'
+        f'https = "127.0.0.1:0"\nops = "127.0.0.1:0"\n[backup]\ninterval = "1h"\n'
+        f'dest = "{tmp_path / "dest"}"\n'
     )
     config = load_relay_config(tmp_path / "relay.toml", relay_dir)
     assert config.backup is not None and config.backup.kind is Kind.INCREMENTAL

@@ -22,14 +22,17 @@ import pytest
 
 from headcount import Replica, Role, __version__
 
-from .support.cli import EVENT, PEOPLE_CSV, Cli
+from .support.cli import EVENT, PEOPLE_CSV, Cli, create_on_admin, creator
 from .support.sync import sync
 
 
 def _device(capsys: pytest.CaptureFixture[str], path: Path, role: str, name: str) -> Cli:
     cli = Cli(capsys, path)
     cli.ok("init", "--role", role, "--name", name)
-    cli.ok("event", "create", EVENT, "--name", "Conf 2026")
+    if role == "admin":
+        cli.ok("event", "create", EVENT, "--name", "Conf 2026")
+    else:
+        create_on_admin(cli, EVENT, "--name", "Conf 2026")
     csv = path.parent / f"{name}-people.csv"
     csv.write_text(PEOPLE_CSV, "utf-8")
     cli.ok("participants", "import", EVENT, str(csv))
@@ -141,7 +144,7 @@ def test_init_bad_role_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_
 
 def test_event_create_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     cli = Cli(capsys, tmp_path / "dev")
-    cli.ok("init")
+    cli.ok("init", "--role", "admin")
     assert cli.ok("event", "list").strip() == "(no events)"
     assert cli.ok_json("event", "list") == []
     assert cli.ok("event", "create", "conf26", "--name", "Conf 2026").strip() == (
@@ -155,30 +158,40 @@ def test_event_create_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     ]
 
 
-def test_event_create_with_schema_file(gate: Cli, tmp_path: Path) -> None:
+def test_event_create_by_gate_is_denied(gate: Cli) -> None:
+    before = gate.state()
+    err = gate.fail("event", "create", "e2", "--name", "Gate's own")
+    assert "only an admin or relay device may create an event" in err
+    assert gate.fail_json("event", "create", "e2")["code"] == "permission_denied"
+    assert gate.state() == before
+    # The gate holds the event an admin created, received by sync.
+    assert [e["event"] for e in gate.ok_json("event", "list")] == [EVENT]
+
+
+def test_event_create_with_schema_file(admin: Cli, tmp_path: Path) -> None:
     schema = _write(tmp_path / "fields.toml", '[participant]\ncompany = "lww"\n')
-    gate.ok("event", "create", "e2", "--schema", str(schema))
-    gate.ok("participants", "set", "e2", "P1", "company=ACME", "name=Ann")
-    assert gate.ok_json("participants", "show", "e2", "P1")["company"] == "ACME"
+    admin.ok("event", "create", "e2", "--schema", str(schema))
+    admin.ok("participants", "set", "e2", "P1", "company=ACME", "name=Ann")
+    assert admin.ok_json("participants", "show", "e2", "P1")["company"] == "ACME"
     # The field exists only in e2.
-    err = gate.fail("participants", "set", EVENT, "P1", "company=ACME")
+    err = admin.fail("participants", "set", EVENT, "P1", "company=ACME")
     assert "unknown participant field 'company'" in err
 
 
-def test_event_create_duplicate_fails(gate: Cli) -> None:
-    before = gate.state()
-    assert "already exists" in gate.fail("event", "create", EVENT, "--name", "again")
-    assert gate.fail_json("event", "create", EVENT)["code"] == "exists"
-    assert gate.state() == before
+def test_event_create_duplicate_fails(admin: Cli) -> None:
+    before = admin.state()
+    assert "already exists" in admin.fail("event", "create", EVENT, "--name", "again")
+    assert admin.fail_json("event", "create", EVENT)["code"] == "exists"
+    assert admin.state() == before
 
 
 @pytest.mark.parametrize("bad_id", ["", " padded", "tab\there", "x" * 129, "nl\n"])
-def test_event_create_bad_id_fails(gate: Cli, bad_id: str) -> None:
-    before = gate.state()
-    err = gate.fail("event", "create", bad_id)
+def test_event_create_bad_id_fails(admin: Cli, bad_id: str) -> None:
+    before = admin.state()
+    err = admin.fail("event", "create", bad_id)
     assert "event id" in err
-    assert gate.fail_json("event", "create", bad_id)["code"] == "invalid_input"
-    assert gate.state() == before
+    assert admin.fail_json("event", "create", bad_id)["code"] == "invalid_input"
+    assert admin.state() == before
 
 
 @pytest.mark.parametrize(
@@ -205,24 +218,24 @@ def test_event_create_bad_id_fails(gate: Cli, bad_id: str) -> None:
     ],
 )
 def test_event_create_bad_schema_fails(
-    gate: Cli, tmp_path: Path, content: str | bytes, message: str
+    admin: Cli, tmp_path: Path, content: str | bytes, message: str
 ) -> None:
     schema = _write(tmp_path / "schema.toml", content)
-    before = gate.state()
-    err = gate.fail("event", "create", "e2", "--schema", str(schema))
+    before = admin.state()
+    err = admin.fail("event", "create", "e2", "--schema", str(schema))
     assert message in err
-    assert gate.fail_json("event", "create", "e2", "--schema", str(schema))["code"] == (
+    assert admin.fail_json("event", "create", "e2", "--schema", str(schema))["code"] == (
         "invalid_input"
     )
-    assert gate.state() == before
-    assert [e["event"] for e in gate.ok_json("event", "list")] == [EVENT]
+    assert admin.state() == before
+    assert [e["event"] for e in admin.ok_json("event", "list")] == [EVENT]
 
 
-def test_event_create_missing_schema_file_fails(gate: Cli, tmp_path: Path) -> None:
-    before = gate.state()
-    err = gate.fail("event", "create", "e2", "--schema", str(tmp_path / "nope.toml"))
+def test_event_create_missing_schema_file_fails(admin: Cli, tmp_path: Path) -> None:
+    before = admin.state()
+    err = admin.fail("event", "create", "e2", "--schema", str(tmp_path / "nope.toml"))
     assert "schema file not found" in err
-    assert gate.state() == before
+    assert admin.state() == before
 
 
 # -- participants ------------------------------------------------------------
@@ -230,7 +243,7 @@ def test_event_create_missing_schema_file_fails(gate: Cli, tmp_path: Path) -> No
 
 def test_participants_import_list_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     cli = Cli(capsys, tmp_path / "dev")
-    cli.ok("init")
+    cli.ok("init", "--role", "admin")
     cli.ok("event", "create", EVENT)
     assert cli.ok("participants", "list", EVENT).strip() == "(no participants)"
     csv = _write(tmp_path / "people.csv", PEOPLE_CSV)
@@ -586,16 +599,27 @@ def test_attendance_has_one_record_per_participant(gate: Cli) -> None:
 # -- config ------------------------------------------------------------------
 
 
-def test_config_set_and_show(gate: Cli) -> None:
-    assert gate.ok("config", "set", EVENT, "capacity", "500").strip() == "capacity = 500"
-    cfg = gate.ok_json("config", "set", EVENT, "greeting", "hello there")
+def test_config_set_and_show(admin: Cli) -> None:
+    assert admin.ok("config", "set", EVENT, "capacity", "500").strip() == "capacity = 500"
+    cfg = admin.ok_json("config", "set", EVENT, "greeting", "hello there")
     assert cfg == {"capacity": 500, "greeting": "hello there", "name": "Conf 2026"}
-    gate.ok("config", "set", EVENT, "doors", '{"open": "09:00", "gates": [1, 2]}')
-    shown = gate.ok_json("config", "show", EVENT)
+    admin.ok("config", "set", EVENT, "doors", '{"open": "09:00", "gates": [1, 2]}')
+    shown = admin.ok_json("config", "show", EVENT)
     assert shown["doors"] == {"open": "09:00", "gates": [1, 2]}
     assert shown["capacity"] == 500
-    text = gate.ok("config", "show", EVENT)
+    text = admin.ok("config", "show", EVENT)
     assert 'greeting = "hello there"' in text.splitlines()
+
+
+def test_config_set_by_gate_is_denied(gate: Cli) -> None:
+    before = gate.state()
+    err = gate.fail("config", "set", EVENT, "capacity", "500")
+    assert "only an admin or relay device may change an event's configuration" in err
+    assert gate.fail_json("config", "set", EVENT, "capacity", "500")["code"] == (
+        "permission_denied"
+    )
+    assert gate.state() == before
+    assert gate.ok_json("config", "show", EVENT) == {"name": "Conf 2026"}
 
 
 @pytest.mark.parametrize(
@@ -609,19 +633,19 @@ def test_config_set_and_show(gate: Cli) -> None:
     ],
     ids=["space", "schema", "too-long", "oversize-value", "nan"],
 )
-def test_config_set_bad_input_fails(gate: Cli, key: str, value: str, message: str) -> None:
-    gate.ok("config", "set", EVENT, "capacity", "500")
-    before = gate.state()
-    assert message in gate.fail("config", "set", EVENT, key, value)
-    assert gate.fail_json("config", "set", EVENT, key, value)["code"] == "invalid_input"
-    assert gate.state() == before
+def test_config_set_bad_input_fails(admin: Cli, key: str, value: str, message: str) -> None:
+    admin.ok("config", "set", EVENT, "capacity", "500")
+    before = admin.state()
+    assert message in admin.fail("config", "set", EVENT, key, value)
+    assert admin.fail_json("config", "set", EVENT, key, value)["code"] == "invalid_input"
+    assert admin.state() == before
 
 
 # -- status ------------------------------------------------------------------
 
 
 def test_status(gate: Cli) -> None:
-    gate.ok("event", "create", "e2")
+    create_on_admin(gate, "e2")
     gate.ok("checkin", EVENT, "Q1")
     data = gate.ok_json("status")
     assert data["device"]["role"] == "gate"
@@ -636,7 +660,9 @@ def test_status(gate: Cli) -> None:
         "scans": 1,
         "open_conflicts": 0,
     }
-    assert e1["version_vector"] == {data["device"]["device_id"]: 3}
+    # The admin's entry creating the event, the gate's import and check-in.
+    admin = creator(gate).ok_json("status")["device"]["device_id"]
+    assert e1["version_vector"] == {admin: 1, data["device"]["device_id"]: 2}
     one = gate.ok_json("status", EVENT)
     assert one["events"] == [e1]
     text = gate.ok("status", EVENT).splitlines()
@@ -889,7 +915,7 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     res = run("status", "--data-dir", dev)
     assert res.returncode == 1, res
     assert res.stderr.startswith("headcount: error: no device in"), res
-    res = run("init", "--name", "cli", "--data-dir", dev)
+    res = run("init", "--name", "cli", "--role", "admin", "--data-dir", dev)
     assert res.returncode == 0, res
     res = run("event", "create", EVENT, "--data-dir", dev, "--json")
     assert res.returncode == 0, res

@@ -343,7 +343,9 @@ def test_job_metrics_count_compacted_entries():
 def test_the_relay_compacts_on_schedule_and_exports_metrics(tmp_path):
     relay_dir = _acknowledged_admin(tmp_path, role=Role.RELAY)
     before = _log_rows(relay_dir)
-    (tmp_path / "relay.toml").write_text('https = "127.0.0.1:0"\n[compaction]\ninterval = "1h"\n')
+    (tmp_path / "relay.toml").write_text(
+        'https = "127.0.0.1:0"\nops = "127.0.0.1:0"\n[compaction]\ninterval = "1h"\n'
+    )
     config = load_relay_config(tmp_path / "relay.toml", relay_dir)
     relay = Relay(config)
     job = relay.housekeeping.jobs["compaction"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from headcount import ConflictKind, NotFoundError, Role
+from headcount import ConflictKind, NotFoundError, PermissionDeniedError, Role
 
 from .support.sync import sync, sync_all
 
@@ -107,19 +107,34 @@ def test_resolution_not_seen_by_a_concurrent_writer_does_not_close_the_new_confl
     assert admin.event(EV).resolutions()[0]["conflict"]["id"] == cid
 
 
-def test_authority_policy_admin_value_beats_a_later_gate_value(trio, clock):
-    admin, north, south = trio
+def test_configuration_is_an_authoritys_a_gate_is_refused_locally(trio):
+    admin, north, _ = trio
     admin.set_config(EV, "doors_open", "09:00")
-    north.set_config(EV, "doors_open", "08:00")  # concurrent, later clock
+    with pytest.raises(PermissionDeniedError, match="admin or relay"):
+        north.set_config(EV, "doors_open", "08:00")
+    with pytest.raises(PermissionDeniedError, match="admin or relay"):
+        north.create_event("other", "Other")
+    assert north.version_vector(EV).get(north.device_id, 0) == 0  # nothing written
+
+
+def test_authority_policy_admin_value_beats_a_later_gate_value(make_replica, clock):
+    admin, north, south = (
+        make_replica(n, r) for n, r in (("a", Role.ADMIN), ("n", Role.GATE), ("s", Role.GATE))
+    )
+    admin.create_event(EV, "Conf", {"participant": {"tier": "authority"}})
+    admin.import_participants(EV, [{"id": "p1", "name": "Ann"}, {"id": "p2", "name": "Bob"}])
+    sync_all([admin, north, south])
+    admin.upsert_participant(EV, "p1", {"tier": "gold"})
+    north.upsert_participant(EV, "p1", {"tier": "bronze"})  # concurrent, later clock
     clock.advance(1000)
     sync_all([admin, north, south])
-    assert {r.event(EV).config()["doors_open"] for r in trio} == {"09:00"}
-    north.set_config(EV, "doors_open", "07:00")  # after seeing the admin's: still loses
+    assert {r.participant(EV, "p1").fields["tier"] for r in (admin, north, south)} == {"gold"}
+    north.upsert_participant(EV, "p1", {"tier": "silver"})  # after seeing the admin's: still loses
     sync_all([admin, north, south])
-    assert {r.event(EV).config()["doors_open"] for r in trio} == {"09:00"}
-    north.set_config(EV, "gate_note", "side door")  # no authority value: the gate's stands
+    assert {r.participant(EV, "p1").fields["tier"] for r in (admin, north, south)} == {"gold"}
+    north.upsert_participant(EV, "p2", {"tier": "silver"})  # no authority value: the gate's stands
     sync_all([admin, north, south])
-    assert south.event(EV).config()["gate_note"] == "side door"
+    assert south.participant(EV, "p2").fields["tier"] == "silver"
 
 
 def test_union_and_earliest_policies_from_the_event_schema(trio, clock):

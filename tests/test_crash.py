@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from headcount import Replica, StoreError
+from headcount import Replica, Role, StoreError
 from headcount.store import DB_FILE, StoreFile
 
 from .support.seeds import reported_seed
+from .support.sync import sync
 
 WORKER = Path(__file__).parent / "support" / "crash_worker.py"
 EVENT = "crash26"
@@ -140,8 +141,11 @@ def test_sigkill_never_loses_an_acknowledged_scan(tmp_path: Path) -> None:
     rng = random.Random(seed)
     data = tmp_path / "gate"
     Replica.init(data, name="gate")
+    Replica.init(tmp_path / "admin", role=Role.ADMIN, name="admin")
     with Replica.open(data) as replica:
-        replica.create_event(EVENT, "crash test")
+        with Replica.open(tmp_path / "admin") as admin:
+            admin.create_event(EVENT, "crash test")  # the gate receives it
+            sync(admin, replica)
         replica.import_participants(
             EVENT,
             [

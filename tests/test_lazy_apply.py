@@ -21,12 +21,17 @@ from hypothesis import strategies as st
 from headcount import Replica, Role
 
 from .support.convergence import EVENT, SETTINGS, World, op
+from .support.replicas import introduce
 
 
 def relay(base: Path, name: str, world: World, *, lazy: bool) -> Replica:
+    """A relay that knows the world's devices and their roles (as their
+    certificates teach it), but never synced with them."""
     Replica.init(base / name, role=Role.RELAY, name=name)
     r = Replica.open(base / name, wall_clock=world.clock, durability="off")
     r.lazy_apply = r.keep_observers = lazy
+    for w in world.replicas:
+        r.trust(w.device_id, w.identity.public_key_raw, w.role)
     return r
 
 
@@ -66,7 +71,8 @@ def test_lazy_relay_reads_and_forwards_like_an_eager_one(
             chunks = [entries[i::6] for i in range(6)]
             for chunk, read in zip(chunks, reads, strict=True):
                 for r in relays:
-                    r.apply_entries(chunk)
+                    result = r.apply_entries(chunk)
+                    assert (result.rejected, result.refused) == ([], [])
                     r.store.flush()  # for fresh_view
                 if read and EVENT in lazy.events():  # a read midway: the lazy relay catches up
                     assert world.view(lazy) == fresh_view(base / "lazy", world)
@@ -76,7 +82,8 @@ def test_lazy_relay_reads_and_forwards_like_an_eager_one(
             # what the lazy relay accepted reaches a gate that never met the writers
             gate = relay(base, "gate", world, lazy=False)
             relays.append(gate)
-            gate.apply_entries(lazy.export_since(EVENT, {}))
+            result = gate.apply_entries(lazy.export_since(EVENT, {}))
+            assert (result.rejected, result.refused) == ([], [])
             assert gate.version_vector(EVENT) == lazy.version_vector(EVENT)
             assert world.view(gate) == world.view(lazy)
         finally:
@@ -90,13 +97,15 @@ def test_undecodable_entries_are_refused_at_once(make_replica):
     admin.create_event(EVENT, "x")
     good = admin.export_since(EVENT, {})
     r = make_replica("relay", Role.RELAY)
+    introduce(admin, r)
     r.lazy_apply = True
     bad = good[0].__class__(
         good[0].event, "dev-evil", 1, good[0].hlc, b"\xff\xff\xff\xff\xff\xff\xff\xff", b"\0" * 32
     )
     result = r.apply_entries([bad, *good])
-    assert [e.device for e, _ in result.rejected] == ["dev-evil"]
-    assert "undecodable" in result.rejected[0][1]
+    assert result.rejected == []
+    assert [(v.device, v.reason) for v in result.refused] == [("dev-evil", "undecodable")]
+    assert r.store.quarantined(EVENT) == {"dev-evil"}
     assert r.version_vector(EVENT) == admin.version_vector(EVENT)
     assert r.event(EVENT).name == admin.event(EVENT).name
 
@@ -106,6 +115,7 @@ def test_catching_up_in_slices_keeps_order_and_ends_current(make_replica):
     admin.create_event(EVENT, "x")
     admin.import_participants(EVENT, [{"id": f"p{i}", "name": "n"} for i in range(5)])
     r = make_replica("relay", Role.RELAY)
+    introduce(admin, r)
     r.lazy_apply = True
     r.apply_entries(admin.export_since(EVENT, {}))
     assert r.event(EVENT).counts()["participants"] == 5  # loaded from the log

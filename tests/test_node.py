@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 
 from headcount import Replica, Role
 from headcount.net.node import Link
-from headcount.pki.device import load_device_certificate
 from headcount.pki.org import init_org
 
 from .support.devices import enrolled_replica
@@ -167,28 +166,24 @@ def test_two_nodes_dialling_each_other_keep_one_link_and_do_not_redial(tmp_path,
     two.close()
 
 
-def test_a_revocation_published_by_an_admin_cuts_the_device_off(tmp_path, clock):
-    from headcount.pki.revocation import RevocationList, revoke
-    from headcount.service.daemon import published_revocations
+def test_a_revocation_signed_by_the_organisation_cuts_the_device_off(tmp_path, clock):
+    from headcount.pki.org import revoke_as_ca
 
     org = init_org(tmp_path / "org", "Example Events")
     admin = enrolled_replica(tmp_path, org, "admin", Role.ADMIN, clock)
     gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
     admin.create_event(EV, "Conf")
-    _, ca = load_device_certificate(admin.data_dir)
 
     async def main():
         a = tls_node(admin, [])
-        a.revocations = lambda: published_revocations(admin, ca)
         linked = Pulse()
         a.link_observers.append(linked.beat)
         await a.start()
         g = tls_node(gate, [("127.0.0.1", a.port)])
         await g.start()
         await await_until(lambda: a.links, 10, "the gate connected", pulse=linked)
-        listed = revoke(RevocationList(org.key_id), gate.device_id, at_ms=clock.now, by="test")
-        admin.set_config(EV, "revocations", listed.to_dict())  # authority-written config
-        assert a.enforce_revocations() == 1
+        record = revoke_as_ca(org, gate.device_id, at_ms=clock.now)
+        assert a.learn_revocations([record]).added == 1  # verified, kept, enforced at once
         # (refusals and links that end report nothing: polled)
         await await_until(
             lambda: [code for _, code in a.rejected].count("revoked") >= 2 and not a.links,
@@ -203,6 +198,7 @@ def test_a_revocation_published_by_an_admin_cuts_the_device_off(tmp_path, clock)
     links, codes = asyncio.run(asyncio.wait_for(main(), 30))
     assert links == 0
     assert codes.count("revoked") >= 2  # cut off, then every reconnection refused
+    assert len(admin.store.revocations()) == 1  # kept: a restarted node still refuses it
     admin.close()
     gate.close()
 

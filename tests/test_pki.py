@@ -54,6 +54,8 @@ from headcount.pki.org import (
     ssl_context,
     verify_peer_certificate,
 )
+from headcount.pki.revocation_book import RevocationBook
+from headcount.pki.revocation_file import records_from_json
 from headcount.protocol.wire import WIRE_VERSION
 
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -653,12 +655,18 @@ def test_cli_enrol_show_revoke(tmp_path: Path, run: Callable[..., Any]) -> None:
     code, out, _ = run("device", "show", "--data-dir", str(gate_dir))
     assert code == 0 and f"device    {gate.device_id}" in out and "status    valid" in out
     code, out, _ = run("device", "revoke", "--org-dir", org_dir, gate.device_id, "--json")
-    listed = RevocationList.from_json(out)
-    assert code == 0 and listed.find(gate.device_id, 1) is not None
+    made = json.loads(out)
+    assert code == 0 and made["records"] == 1
+    assert made["record"]["revocation"]["device_id"] == gate.device_id
+    assert made["record"]["revocation"]["signer"] == "ca"
     code, out, _ = run("device", "revoke", "--org-dir", org_dir, gate.device_id, "--reason", "x")
-    assert code == 0 and "now lists 1 revocations" in out  # a repeat is one entry
-    saved = RevocationList.from_json((tmp_path / "org" / "revocations.json").read_text())
-    assert saved == listed and saved.org == load_org(tmp_path / "org").key_id
+    assert code == 0 and "holds 2 records" in out and "--import" in out
+    saved = records_from_json((tmp_path / "org" / "revocations.json").read_text())
+    book = RevocationBook(load_org(tmp_path / "org").certificate)
+    accepted, refused = book.check(saved)  # signed by the CA: any device accepts them
+    assert (len(accepted), refused) == (2, [])
+    book.add(accepted)
+    assert book.revocations().find(gate.device_id, 1) is not None
 
 
 def test_cli_enrol_by_public_key_file(tmp_path: Path, run: Callable[..., Any]) -> None:
@@ -724,6 +732,8 @@ def test_cli_other_errors(tmp_path: Path, run: Callable[..., Any]) -> None:
     init_org(tmp_path / "org", "Acme")
     code, _, err = run("device", "revoke", "--org-dir", str(tmp_path / "org"), "bogus")
     assert code == 1 and "not a device id" in err
+    code, _, err = run("device", "revoke", "--data-dir", str(tmp_path / "gate"), "a" * 20)
+    assert code == 1 and "no daemon is running" in err and "--org-dir" in err
     code, _, err = run("org", "init", "--org-dir", str(tmp_path / "org"), "--name", "Acme")
     assert code == 1 and "already holds" in err
     code, _, err = run("device", "enroll", "--org-dir", "x", "--device-dir", "y", "--role", "king")

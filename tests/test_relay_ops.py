@@ -25,6 +25,7 @@ from headcount.relay.http.ops import (
     collect_from_node,
     install,
     node_serving,
+    operations_app,
     replica_open,
 )
 
@@ -100,26 +101,34 @@ def relay_app(
 
 
 def test_metrics_move_after_sync_requests(replica: Replica, clock: FakeClock) -> None:
-    app, _, tokens = relay_app(replica, clock)
+    app, metrics, tokens = relay_app(replica, clock)
+    ops = operations_app(metrics, {"replica": replica_open(replica)})
     token = tokens.issue("p1", "user", [EVENT], now_s=clock.now // 1000, ttl_s=3600)
     auth = {"Authorization": f"Bearer {token}"}
     texts: list[str] = []
 
-    async def body(client: TestClient) -> None:
-        resp = await client.get("/metrics")
-        assert resp.status == 200
-        assert resp.headers["Content-Type"].startswith("text/plain; version=")
-        texts.append(await resp.text())
-        ok = await client.post("/api/attendance/sync", json={"records": [record()]}, headers=auth)
-        assert ok.status == 200, await ok.text()
-        bad = await client.post("/api/attendance/sync", data=b"{", headers=auth)
-        assert bad.status == 400
-        limited = await client.post("/api/attendance/sync", json={"records": []}, headers=auth)
-        assert limited.status == 429
-        assert (await client.post("/api/attendance/sync", json={})).status == 401
-        texts.append(await (await client.get("/metrics")).text())
+    async def main() -> None:
+        async with (
+            TestClient(TestServer(app, host="127.0.0.1")) as client,
+            TestClient(TestServer(ops, host="127.0.0.1")) as operator,
+        ):
+            resp = await operator.get("/metrics")  # on the operations listener only
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain; version=")
+            texts.append(await resp.text())
+            ok = await client.post(
+                "/api/attendance/sync", json={"records": [record()]}, headers=auth
+            )
+            assert ok.status == 200, await ok.text()
+            bad = await client.post("/api/attendance/sync", data=b"{", headers=auth)
+            assert bad.status == 400
+            limited = await client.post("/api/attendance/sync", json={"records": []}, headers=auth)
+            assert limited.status == 429
+            assert (await client.post("/api/attendance/sync", json={})).status == 401
+            assert (await client.get("/metrics")).status == 404  # not on the API's port
+            texts.append(await (await operator.get("/metrics")).text())
 
-    run(app, body)
+    asyncio.run(main())
     before, after = texts
     names = {f.name for f in text_string_to_metric_families(after)}
     for name in (

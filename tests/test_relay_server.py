@@ -20,6 +20,7 @@ from headcount.replica.replica import wall_clock_ms
 
 from .support.devices import enrolled_replica
 from .support.nodes import effect_pulse, tls_node
+from .support.sync import sync
 from .support.wait import await_until
 
 EV = "ev"
@@ -48,6 +49,7 @@ def test_two_gates_on_separate_networks_converge_through_the_relay_and_the_api(t
     async def main():
         config = load_relay_config(None, tmp_path / "relay")
         config.https = ("127.0.0.1", 0)
+        config.ops = ("127.0.0.1", 0)
         config.token_secret = secret
         config.gossip_interval = 0.2
         relay = Relay(config)
@@ -138,6 +140,7 @@ def test_bad_relay_configuration(tmp_path, text, message):
 def _relay_config(tmp_path, name, secret=None, ws_peers=()):
     config = load_relay_config(None, tmp_path / name)
     config.https = ("127.0.0.1", 0)
+    config.ops = ("127.0.0.1", 0)
     config.token_secret = secret
     config.gossip_interval = 0.2
     config.ws_peers = list(ws_peers)
@@ -207,16 +210,18 @@ def test_a_relay_killed_with_sigkill_loses_nothing_and_catches_up(tmp_path):
 
     clock = wall_clock_ms
     org = init_org(tmp_path / "org", "Example Events")
-    enrolled_replica(tmp_path, org, "relay", Role.RELAY, clock).close()
+    relay = enrolled_replica(tmp_path, org, "relay", Role.RELAY, clock)
     gate = enrolled_replica(tmp_path, org, "gate", Role.GATE, clock)
-    gate.create_event(EV, "Conf")
+    relay.create_event(EV, "Conf")  # an admin or relay creates the event, the gate receives it
+    sync(relay, gate)
+    relay.close()
     gate.import_participants(EV, [{"id": f"p{i}", "name": f"N{i}"} for i in range(20)])
 
     def start_relay(https_port: int):
         toml = tmp_path / "relay.toml"
         toml.write_text(
             f'data_dir = "{tmp_path / "relay"}"\nhttps = "127.0.0.1:{https_port}"\n'
-            "gossip_interval = 0.2\n"
+            'ops = "127.0.0.1:0"\ngossip_interval = 0.2\n'
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "headcount", "relay", "--config", str(toml)],

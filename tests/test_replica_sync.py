@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from headcount import InputError, Role
+from headcount.core.event import Event
+from headcount.core.eventdoc import EventDoc
+from headcount.core.hlc import HybridClock
 from headcount.protocol.session import SessionConfig, SyncStatus
 from headcount.replica.log import ReplicaLog
 
@@ -63,7 +66,7 @@ def test_offline_backlog_syncs_in_bounded_batches(trio):
 
 
 def test_unknown_device_is_a_protocol_error_and_changes_nothing(make_replica):
-    a, stranger = make_replica("a", Role.ADMIN), make_replica("x")
+    a, stranger = make_replica("a", Role.ADMIN), make_replica("x", Role.ADMIN)
     a.create_event(EV)
     stranger.trust(a.device_id, a.identity.public_key_raw, a.role)  # one-sided trust
     stranger.create_event(EV)
@@ -97,10 +100,12 @@ def test_trust_rejects_bad_keys(make_replica):
         a.trust("abcd", b"x" * 32, "emperor")
 
 
-def test_entries_from_a_role_that_may_not_write_them_are_ignored_everywhere(make_replica):
+def test_entries_from_a_role_that_may_not_write_them_are_refused_everywhere(make_replica):
     """A gate that claims to be an admin (its own identity file says so) still
-    holds a gate certificate: its resolution and deletion are ignored by every
-    replica that knows its certified role."""
+    holds a gate certificate: its resolution and deletion are refused at apply
+    time by every replica that knows its certified role (the device
+    quarantined, nothing of it in the document), and a document that already
+    holds them (stored before the check existed) ignores them when read."""
     admin, north = make_replica("admin", Role.ADMIN), make_replica("n")
     rogue = make_replica("rogue", Role.ADMIN)  # locally it believes it is an admin ...
     introduce(admin, north)
@@ -119,9 +124,24 @@ def test_entries_from_a_role_that_may_not_write_them_are_ignored_everywhere(make
     [conflict] = rogue.conflicts(EV)
     rogue.resolve_conflict(EV, conflict.id, value="none", use_value=True)
     rogue.delete_participant(EV, "p1")
+    forged = [e for e in rogue.export_since(EV, {}) if e.device == rogue.device_id]
+    assert [e.seq for e in forged] == [1, 2]
     for a, b in ((rogue, admin), (rogue, north)):
         ConnectionPair(ReplicaLog(a), ReplicaLog(b)).run()
     for r in (admin, north):
         assert [c.id for c in r.conflicts(EV)] == [conflict.id]  # still open
         assert not r.participant(EV, "p1").deleted
-        assert r.event(EV).doc.refused == 2
+        assert r.store.quarantined(EV) == {rogue.device_id}
+        assert rogue.device_id not in r.version_vector(EV)  # neither applied nor kept
+        assert r.store.pending(EV) == []
+        assert r.event(EV).doc.refused == 0  # nothing of it reached the document
+        assert dict(r.refused) == {"forged_role": 1}  # it claims the admin role
+    # Read time: a document already holding the forged entries ignores them.
+    old = EventDoc(EV, "ef" * 10, "gate", HybridClock(), role_of=admin.roles.get)
+    old.load([admin.event(EV).doc.encode_state()])
+    for entry in forged:
+        assert old.apply_remote(entry.update)
+    held = Event(old)
+    assert old.refused == 2
+    assert [c.id for c in held.conflicts()] == [conflict.id]
+    assert not held.participant("p1").deleted

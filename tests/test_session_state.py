@@ -23,6 +23,8 @@ from headcount.protocol.wire import (
     Message,
     Ping,
     Pong,
+    RevocationRecord,
+    Revocations,
     Segments,
     SnapshotPart,
     Summary,
@@ -45,6 +47,7 @@ SAMPLES: dict[type, Message] = {
     Goodbye: Goodbye("bye", ""),
     SnapshotPart: SnapshotPart(EV, 0, 10, b"12345", ()),  # half a snapshot: nothing installed
     Directory: Directory(()),
+    Revocations: Revocations((RevocationRecord(b"body", bytes(64)),)),  # ignored by a MemLog
 }
 
 # The driver's calls, by the Input that names them.
@@ -74,6 +77,7 @@ def session_in(state: State) -> tuple[Session, MemLog]:
     """A session in ``state`` whose log holds entries, and (when open) whose
     flow of ``EV`` has data in flight and acknowledged."""
     a, b = make_devices(2)
+    a.roles[b.device_id] = "relay"  # its snapshot parts are acceptable (a gate's are not)
     for i in range(6):
         a.append(EV, b"entry %d" % i, i + 1)
         b.append(EV, b"other %d" % i, i + 1)

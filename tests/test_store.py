@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 
+import pycrdt
 import pytest
 
-from headcount import Replica, Role, StoreError
+from headcount import LogEntry, Replica, Role, StoreError
+from headcount.core.yclient import client_of
 from headcount.store.sqlite import DB_FILE, MIGRATIONS
 
+from .support.replicas import introduce
 from .support.sync import sync
 
 EV = "ev"
@@ -42,7 +45,7 @@ def test_wal_mode_and_schema_version(make_replica):
 
 
 def test_reopen_from_snapshot_plus_tail_equals_full_replay(make_replica, tmp_path, clock):
-    r = make_replica("a")
+    r = make_replica("a", Role.ADMIN)
     _fill(r, 30)
     assert r.maybe_snapshot(EV, every=10)
     for i in range(5):  # a tail after the snapshot
@@ -56,7 +59,7 @@ def test_reopen_from_snapshot_plus_tail_equals_full_replay(make_replica, tmp_pat
 
 
 def test_corrupt_snapshot_falls_back_to_the_full_log(make_replica, tmp_path, clock):
-    r = make_replica("a")
+    r = make_replica("a", Role.ADMIN)
     _fill(r, 20)
     r.maybe_snapshot(EV, every=1)
     expected = _view(r)
@@ -81,18 +84,70 @@ def test_a_store_from_a_newer_version_is_refused(make_replica, tmp_path, clock):
         Replica.open(tmp_path / "a", wall_clock=clock)
 
 
-def test_each_open_takes_a_fresh_y_client_id(make_replica, tmp_path, clock):
-    r = make_replica("a")
+def _state(sv: bytes) -> dict[int, int]:
+    """A Y state vector (a varuint count, then client and clock varuints) as
+    ``{client: clock}``."""
+    values, n, shift = [], 0, 0
+    for byte in sv:
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(n)
+            n = shift = 0
+    count, pairs = values[0], values[1:]
+    assert len(pairs) == 2 * count and n == shift == 0, sv
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def _written_under(r: Replica, entries: list[LogEntry]) -> set[int]:
+    """The Y client ids ``entries`` of ``r`` write under, each checked bound to
+    ``r``'s device for the entry's sequence number."""
+    clients = set()
+    for entry in entries:
+        assert entry.device == r.device_id
+        for client in _state(pycrdt.get_state(entry.update)):
+            assert client_of(client, r.device_id, EV, entry.seq), (client, entry.seq)
+            clients.add(client)
+    return clients
+
+
+def test_a_reopened_replica_writes_under_a_fresh_client_id_bound_to_its_device(
+    make_replica, tmp_path, clock
+):
+    """A document's Y client id is derived from the sequence number of the
+    first entry it will write (core/yclient.py): after writes, a reopened
+    replica writes under a new id, never one already in the document."""
+    r = make_replica("a", Role.ADMIN)
     _fill(r, 2)
     first = r.event(EV).doc.doc.client_id
+    assert _written_under(r, r.export_since(EV, {})) == {first}
     r.close()
     again = Replica.open(tmp_path / "a", wall_clock=clock)
-    assert again.event(EV).doc.doc.client_id != first
+    doc = again.event(EV).doc.doc
+    held = _state(doc.get_state())
+    assert first in held
+    fresh = doc.client_id
+    assert fresh != first and fresh not in held
+    written = again.version_vector(EV)[again.device_id]
+    for i in range(2):
+        again.check_in(EV, f"p{i}")
+    again.upsert_participant(EV, "p0", {"name": "Renamed"})
+    entries = again.export_since(EV, {again.device_id: written})
+    assert [e.seq for e in entries] == [written + 1, written + 2, written + 3]
+    assert _written_under(again, entries) == {fresh}
     again.close()
+    # Two opens with no write in between take the same id: nothing was written under it.
+    ids = []
+    for _ in range(2):
+        with Replica.open(tmp_path / "a", wall_clock=clock) as third:
+            doc = third.event(EV).doc.doc
+            assert doc.client_id not in _state(doc.get_state())
+            ids.append(doc.client_id)
+    assert ids[0] == ids[1] and ids[0] not in (first, fresh)
 
 
 def test_clock_never_runs_backwards_across_restarts(make_replica, tmp_path, clock):
-    r = make_replica("a")
+    r = make_replica("a", Role.ADMIN)
     _fill(r, 3)
     last = r.clock.last
     r.close()
@@ -106,6 +161,7 @@ def test_out_of_order_entries_wait_durably_until_their_gap_fills(make_replica, t
     a = make_replica("a", Role.ADMIN)
     _fill(a, 5)
     b = make_replica("b")
+    introduce(a, b)
     entries = a.export_since(EV, {})
     head, tail = entries[:2], entries[2:]
     result = b.apply_entries(tail)
@@ -142,7 +198,7 @@ def test_own_entries_returned_by_a_peer_advance_the_sequence(make_replica, tmp_p
 
 
 def test_durability_off_buffers_but_close_flushes(make_replica, tmp_path, clock):
-    r = make_replica("a", durability="off")
+    r = make_replica("a", Role.ADMIN, durability="off")
     _fill(r, 10)
     expected = _view(r)
     r.close()
@@ -160,6 +216,7 @@ def test_entries_depending_on_another_devices_entries_wait_until_it_arrives(
     a = make_replica("a", Role.ADMIN)
     b = make_replica("b")
     c = make_replica("c")
+    introduce(a, b, c)
     a.create_event(EV)
     a.import_participants(EV, [{"id": "p1", "name": "Ann", "allergies": "none"}])
     sync(a, b)

@@ -23,6 +23,9 @@ from headcount.protocol.session import Close, Send, Session, State
 from headcount.protocol.wire import (
     DEFAULT_MAX_FRAME,
     MAX_ACK_COUNT,
+    MAX_REVOCATION_BODY,
+    MAX_REVOCATION_CERT,
+    MAX_REVOCATIONS_PER_MESSAGE,
     MESSAGE_TYPES,
     TYPE_NUMBERS,
     WIRE_VERSION,
@@ -34,6 +37,8 @@ from headcount.protocol.wire import (
     Message,
     Ping,
     Pong,
+    RevocationRecord,
+    Revocations,
     Segments,
     SnapshotPart,
     Summary,
@@ -116,6 +121,13 @@ def snapshot_parts(draw):
     return SnapshotPart(event, offset, total, data, tuple(draw(st.lists(heads, max_size=3))))
 
 
+revocation_records = st.builds(
+    RevocationRecord,
+    st.binary(min_size=1, max_size=MAX_REVOCATION_BODY),
+    sigs,
+    st.binary(max_size=300) | st.binary(min_size=MAX_REVOCATION_CERT, max_size=MAX_REVOCATION_CERT),
+)
+
 # One strategy per message class: a class missing here fails
 # test_the_strategies_cover_the_type_table.
 STRATEGIES: dict[type, st.SearchStrategy] = {
@@ -130,6 +142,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     ),
     SnapshotPart: snapshot_parts(),
     Directory: st.builds(Directory, st.lists(st.binary(max_size=200), max_size=4).map(tuple)),
+    Revocations: st.builds(Revocations, st.lists(revocation_records, max_size=4).map(tuple)),
 }
 messages = st.one_of(*STRATEGIES.values())
 EVERY_TYPE = pytest.mark.parametrize("cls", list(MESSAGE_TYPES.values()), ids=lambda c: c.__name__)
@@ -224,9 +237,10 @@ def test_each_message_type_has_a_distinct_type_number():
         Goodbye("bye", ""),
         SnapshotPart("e", 0, 0, b"", ()),
         Directory(()),
+        Revocations(()),
     ]
     numbers = [msgpack.unpackb(encode(m)[4:])[1] for m in kinds]
-    assert numbers == [1, 2, 3, 4, 5, 6, 7, 8, 9]  # pinned: deployed peers rely on them
+    assert numbers == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # pinned: deployed peers rely on them
     assert {msgpack.unpackb(encode(m)[4:])[0] for m in kinds} == {WIRE_VERSION}
 
 
@@ -313,8 +327,15 @@ def test_golden_small_frames(message, golden):
             "9194a56465762d6102"  # [[device, seq 2,
             "c420" + H32.hex() + "c440" + S64.hex(),  # hash, sig]]]
         ),
+        (
+            Revocations((RevocationRecord(b"rec", S64, b""), RevocationRecord(b"r2", S64, b"c"))),
+            "00000098"
+            "93010a92"  # [version, 10, [two records:
+            "93c403726563c440" + S64.hex() + "c400"  # [body b"rec", sig, cert b""],
+            "93c4027232c440" + S64.hex() + "c40163",  # [body b"r2", sig, cert b"c"]]]
+        ),
     ],
-    ids=["ack-count", "directory", "snapshot-part"],
+    ids=["ack-count", "directory", "snapshot-part", "revocations"],
 )
 def test_golden_frames_of_later_types(message, golden):
     assert encode(message).hex() == golden
@@ -444,6 +465,7 @@ TEMPLATES = {
     "goodbye": [1, 7, "bye", "see you"],
     "snapshot": [1, 8, "ev", 0, 4, b"data", [["dev", 2, H32, S64]]],
     "directory": [1, 9, [b"cert", b""]],
+    "revocations": [1, 10, [[b"body", S64, b"cert"], [b"body2", S64, b""]]],
 }
 
 
@@ -497,6 +519,11 @@ FIELDS = [
     ("snapshot", (6, 0, 3), BAD_SIGS),
     ("directory", (2,), [None, b"cert", "certs", {"a": 1}]),
     ("directory", (2, 0), [None, "cert", 5, [b"cert"]]),
+    ("revocations", (2,), [None, b"rec", "recs", {"a": 1}, [None]]),
+    ("revocations", (2, 0), [None, "rec", [b"body", S64], [b"body", S64, b"", 1]]),
+    ("revocations", (2, 0, 0), [b"", b"b" * (MAX_REVOCATION_BODY + 1), "body", None, 5]),
+    ("revocations", (2, 0, 1), BAD_SIGS),
+    ("revocations", (2, 0, 2), [b"c" * (MAX_REVOCATION_CERT + 1), None, "cert", 5]),
 ]
 FIELD_CASES = [
     pytest.param(name, path, bad, id=f"{name}{list(path)}={bad!r:.40}")
@@ -534,6 +561,14 @@ def test_a_bad_ack_count_is_malformed(count):
 def test_ack_counts_at_the_bounds():
     assert decode_one(frame([*TEMPLATES["ack"], MAX_ACK_COUNT])).count == MAX_ACK_COUNT
     assert decode_one(frame([*TEMPLATES["ack"], 1])) == decode_one(frame(TEMPLATES["ack"]))
+
+
+def test_revocation_records_per_message_are_bounded():
+    record = [b"body", S64, b""]
+    full = decode_one(frame([1, 10, [record] * MAX_REVOCATIONS_PER_MESSAGE]))
+    assert len(full.records) == MAX_REVOCATIONS_PER_MESSAGE
+    over = [1, 10, [record] * (MAX_REVOCATIONS_PER_MESSAGE + 1)]
+    assert refusal(frame(over)).code == "malformed"
 
 
 def test_summary_vv_with_a_bytes_key_is_malformed():

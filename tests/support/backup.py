@@ -70,14 +70,17 @@ def contents(draw: st.DrawFn) -> Content:
 
 
 def build(root: Path, content: Content) -> tuple[Replica, Replica]:
-    """A gate ``a`` holding ``content`` (written at ``a``, plus an admin ``b``'s
-    deletions and concurrent critical edit, synced to ``a``). Both stay open."""
+    """A gate ``a`` holding ``content`` (participants and scans written at
+    ``a``; the event, its configuration, deletions and a concurrent critical
+    edit written at an admin ``b``, which alone may create an event and set
+    its configuration, and synced to ``a``). Both stay open."""
     clock = FakeClock(T0)
     a, b = open_pair(root, clock)
-    a.create_event(EV, "Conference")
-    a.import_participants(EV, content.people)
+    b.create_event(EV, "Conference")
     for key, value in content.config.items():
-        a.set_config(EV, key, value)
+        b.set_config(EV, key, value)
+    sync(b, a)
+    a.import_participants(EV, content.people)
     for n, (kind, who, minutes) in enumerate(content.scans):
         scan = a.check_in if kind == "in" else a.check_out
         scan(EV, f"P{who}", at_ms=T0 - minutes * 60_000, scan_id=_uuid(n), gate=f"g{n % 2}")

@@ -13,6 +13,8 @@ import pytest
 from headcount import Replica
 from headcount.cli.main import main
 
+from .sync import sync
+
 EVENT = "e1"
 PEOPLE_CSV = (
     "id,name,qr_token,email\nP1,Ann,Q1,ann@example.org\nP2,Bob,Q2,\nP3,Cy,Q3,cy@example.org\n"
@@ -97,3 +99,22 @@ class Cli:
                     "resolutions": ev.resolutions(),
                 }
             return out
+
+
+def creator(device: Cli) -> Cli:
+    """The admin device that creates events for ``device``, next to its data
+    directory (initialised on first use)."""
+    admin = Cli(device.capsys, device.data_dir.parent / f"{device.data_dir.name}-creator")
+    if not admin.data_dir.exists():
+        admin.ok("init", "--role", "admin", "--name", "creator")
+    return admin
+
+
+def create_on_admin(device: Cli, *argv: str) -> None:
+    """``event create *argv`` on :func:`creator` (only an admin or relay may
+    create an event), then sync every event it holds to ``device``: a gate
+    receives its events, it never creates them."""
+    admin = creator(device)
+    admin.ok("event", "create", *argv)
+    with Replica.open(admin.data_dir) as src, Replica.open(device.data_dir) as dst:
+        sync(src, dst)

@@ -124,6 +124,7 @@ class World:
         rng.shuffle(batch)
         result = self.replicas[dst].apply_entries(batch)
         assert not result.rejected, result.rejected
+        assert not result.refused, result.refused
 
     def view(self, r: Replica) -> tuple[Any, ...]:
         ev = r.event(EVENT)

@@ -13,7 +13,9 @@ from headcount.protocol.session import (
     Applied,
     Close,
     Effect,
+    EntryRefused,
     EquivocationFound,
+    LogView,
     Send,
     Session,
     SessionConfig,
@@ -42,12 +44,13 @@ class Side:
     closed: str | None = None
     applied: int = 0
     equivocations: list[EquivocationFound] = field(default_factory=list)
+    refused: list[EntryRefused] = field(default_factory=list)
 
 
 class ConnectionPair:
     """Two sessions joined by a perfect in-memory link (h11's idea)."""
 
-    def __init__(self, a: MemLog, b: MemLog, config: SessionConfig | None = None) -> None:
+    def __init__(self, a: LogView, b: LogView, config: SessionConfig | None = None) -> None:
         self.now = 0.0
         self.sides = [Side(Session(a, self.now, config)), Side(Session(b, self.now, config))]
         self.queues: list[list[bytes]] = [[], []]  # bytes in flight towards side i
@@ -67,6 +70,8 @@ class ConnectionPair:
                 self.sides[i].applied += effect.entries
             elif isinstance(effect, EquivocationFound):
                 self.sides[i].equivocations.append(effect)
+            elif isinstance(effect, EntryRefused):
+                self.sides[i].refused.append(effect)
 
     def run(self, max_steps: int = 100_000) -> None:
         """Deliver until no bytes are in flight."""

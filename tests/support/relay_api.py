@@ -90,3 +90,45 @@ def assert_error(status: int, body: dict[str, Any], want_status: int, code: str)
     assert body["success"] is False
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["requestId"]
+
+
+class LiveApi:
+    """An app served on 127.0.0.1 by an event loop of its own that runs only
+    while a request is made: for hypothesis tests, whose examples are plain
+    functions (``live.call(coro)`` runs one coroutine to completion).
+
+    Use as a context manager; the server and the loop are closed on exit.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.client: TestClient | None = None
+
+    def __enter__(self) -> LiveApi:
+        async def start() -> TestClient:
+            client = TestClient(TestServer(self.app, host="127.0.0.1"))
+            await client.start_server()
+            return client
+
+        self.client = self.loop.run_until_complete(start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+    def call(self, coro: Awaitable[Any]) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+def assert_error_shape(status: int, body: Any) -> None:
+    """A refusal: 4xx with the API's JSON error body (any code)."""
+    assert 400 <= status < 500, (status, body)
+    assert isinstance(body, dict) and body.get("success") is False, body
+    error = body.get("error")
+    assert isinstance(error, dict), body
+    assert isinstance(error.get("code"), str) and error["code"], body
+    assert isinstance(error.get("message"), str), body
+    assert isinstance(body.get("requestId"), str) and body["requestId"], body

@@ -341,6 +341,23 @@ def ordinary_write_commits_an_open_group(h: Harness) -> None:
     same_as_fresh(h, (EV, "ev9"))
 
 
+def revocation_records_are_kept_in_order(h: Harness) -> None:
+    """Verified revocation records: kept once each, in the order added, never
+    dropped, and durable at once (they may be forwarded as soon as added)."""
+    rows = [
+        (bytes([i]) * 32, b"body%d" % i, bytes(64), b"" if i % 2 else b"cert") for i in range(3)
+    ]
+    with h.writing():
+        assert h.store.add_revocations(rows[:2], 1) == 2
+    assert h.store.add_revocations([rows[1], rows[2], rows[0]], 2) == 1  # the repeats ignored
+    assert h.store.revocations() == rows
+    fresh = h.fresh()
+    try:
+        assert fresh.revocations() == rows
+    finally:
+        fresh.close()
+
+
 SUITE: list[Case] = [
     append_then_read,
     pending_lifecycle,
@@ -354,4 +371,5 @@ SUITE: list[Case] = [
     failed_write_changes_nothing,
     group_commit_semantics,
     ordinary_write_commits_an_open_group,
+    revocation_records_are_kept_in_order,
 ]

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from headcount.core.errors import InputError
+from headcount.core.files import read_secret_file
 
 from .errors import CORRUPT, KEY_REQUIRED, TRUNCATED, WRONG_KEY, BackupError
 
@@ -66,16 +67,23 @@ class Secret:
             raise InputError(f"a backup key is {KEY_BYTES} bytes")
 
 
+def read_passphrase_file(path: Path, what: str = "the passphrase file") -> bytes:
+    """The passphrase in ``path`` (one trailing line break dropped).
+
+    Raises:
+        InputError: unreadable, or accessible by other users (code
+            ``insecure_secret_file``).
+    """
+    return read_secret_file(path, what).rstrip(b"\r\n")
+
+
 def read_key_file(path: Path) -> bytes:
     """The key in ``path``: 64 hex digits (surrounding white space ignored) or 32 raw bytes.
 
     Raises:
-        InputError: unreadable, or neither form.
+        InputError: unreadable, accessible by other users, or neither form.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the key file {path}: {exc.strerror}") from None
+    data = read_secret_file(path, "the key file")
     text = data.strip()
     if len(text) == 2 * KEY_BYTES:
         try:

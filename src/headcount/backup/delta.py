@@ -49,6 +49,7 @@ def extract(store: StoreFile, base: Mapping[str, EventState]) -> dict[str, Any]:
         "devices": rows.devices,
         "quarantine": rows.quarantine,
         "hlc": rows.hlc,
+        "revocations": rows.revocations,
     }
 
 
@@ -110,6 +111,7 @@ def apply(store: StoreFile, delta: Mapping[str, Any], backup_id: str) -> None:
             devices=delta["devices"],
             quarantine=delta["quarantine"],
             hlc=int(delta["hlc"]),
+            revocations=delta.get("revocations", []),  # absent before schema 6
         )
         store.apply_delta(rows)
     except (KeyError, TypeError, ValueError, StoreError) as exc:

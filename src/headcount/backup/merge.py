@@ -11,7 +11,10 @@ the merge safe to repeat and safe to run against data that moved on:
   participants, fields and configuration keys); ``overwrite`` also writes
   the backup's value where the live one differs. Fields in conflict, in the
   backup or live, are never written: an admin resolves them.
-- configuration is authority data: only an admin or relay may restore it.
+- configuration is authority data: only an admin or relay may restore it,
+  or create an event the live data lacks; and only they record scans under
+  another device's name, so a gate restoring an attendance backup skips
+  (and reports) other devices' scans: their peers would refuse them.
 
 Every write is an ordinary local write of this device, replicated as usual.
 """
@@ -68,7 +71,9 @@ def merge(
     """Merge the records of a ``kind`` export into ``replica``.
 
     Raises:
-        PermissionDeniedError: configuration onto a gate.
+        PermissionDeniedError: configuration onto a gate, or onto a gate an
+            event it does not hold (only an authority creates events);
+            checked before anything is written.
         StoreError: an event awaits rejoin (``rejoin_pending``), or a write failed.
         InputError: participants that the live event's schema refuses.
     """
@@ -84,6 +89,13 @@ def merge(
             f"events {pending} wait to rejoin sync after a restore: connect this device to a "
             "peer first (or `headcount backup rejoin --force EVENT`)",
             code="rejoin_pending",
+        )
+    missing = sorted(e for e in headers if e not in replica.events())
+    if missing and not replica.role.is_authority:
+        raise PermissionDeniedError(
+            f"events {missing} are not on this device, and only an admin or relay may create "
+            f"an event (this is a {replica.role}): restore onto an admin or relay, or let this "
+            "device receive the events by sync first"
         )
     report = MergeReport()
     for event_id, header in headers.items():

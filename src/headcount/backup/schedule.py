@@ -29,7 +29,7 @@ from headcount.service.journal import JOURNAL_FILE, Journal
 
 from .catalog import Catalog
 from .create import create_backup, default_dest
-from .crypto import SCRYPT_N, KeyRing, Secret, read_key_file
+from .crypto import SCRYPT_N, KeyRing, Secret, read_key_file, read_passphrase_file
 from .errors import NEEDS_FULL, BackupError
 from .manifest import Kind, Manifest
 from .retention import prune_chains
@@ -146,12 +146,7 @@ def read_secret(table: Mapping[str, Any], section: str) -> Secret | None:
         return Secret(key=read_key_file(Path(key)))
     if passphrase is None:
         return None
-    try:
-        text = Path(passphrase).read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise InputError(
-            f"{section}.passphrase_file: cannot read {passphrase}: {exc.strerror}"
-        ) from None
+    text = read_passphrase_file(Path(passphrase), f"{section}.passphrase_file")
     if not text:
         raise InputError(f"{section}.passphrase_file: {passphrase} is empty")
     return Secret(passphrase=text)

@@ -58,7 +58,7 @@ def stage_store(
     say(f"decompressing the store of {full.id}")
     path = source / full.id / STORE_PAYLOAD
     check_stored(path, record)
-    with target.open("xb") as out:
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
         key = keyring.unlock(full.encryption) if full.encryption else None
         for piece in read_content(path, record, context(full.id, STORE_PAYLOAD), key):
             out.write(piece)

@@ -28,7 +28,7 @@ from typing import Any
 
 from headcount.backup.catalog import Catalog, Entry
 from headcount.backup.create import create_backup, default_dest
-from headcount.backup.crypto import Secret, read_key_file, write_key_file
+from headcount.backup.crypto import Secret, read_key_file, read_passphrase_file, write_key_file
 from headcount.backup.errors import BackupError
 from headcount.backup.manifest import Kind
 from headcount.backup.payload import IDENTITY_PAYLOAD, check_stored
@@ -303,11 +303,7 @@ def secret_from_args(args: argparse.Namespace) -> Secret | None:
     if args.key_file is not None:
         return Secret(key=read_key_file(args.key_file))
     if args.passphrase_file is not None:
-        try:
-            text = args.passphrase_file.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {args.passphrase_file}: {exc.strerror}") from None
-        return Secret(passphrase=text.rstrip(b"\r\n"))
+        return Secret(passphrase=read_passphrase_file(args.passphrase_file))
     env = os.environ.get(PASSPHRASE_ENV)
     return Secret(passphrase=env.encode("utf-8")) if env else None
 

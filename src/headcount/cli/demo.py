@@ -55,6 +55,12 @@ def run_demo(
             Replica.init(base / name, role=role, name=name)
         admin, north, south = (Replica.open(base / n) for n, _ in roles)
         replicas = [admin, north, south]
+        # What enrolment does: each device knows the others' keys and
+        # certified roles (an entry counts with its author's role only).
+        for r in replicas:
+            for other in replicas:
+                if other is not r:
+                    r.trust(other.device_id, other.identity.public_key_raw, other.role)
         try:
             say(f"1. admin creates event {EVENT!r} and imports {participants} participants")
             admin.create_event(EVENT, "headcount demo")

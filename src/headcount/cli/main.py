@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from .archive import register as register_archive
 from .backup import register as register_backup
 from .pki import register as register_pki
 from .records import register as register_records
+from .revoke import register as register_revoke
 from .service import register as register_service
 from .sim import register as register_sim
 from .token import register as register_token
@@ -38,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    _show_warnings()
     try:
         result = args.handler(args)
     except HeadcountError as exc:
@@ -46,6 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, "interrupted", "interrupted")
     _emit(args, result)
     return 0
+
+
+def _show_warnings() -> None:
+    """Warnings the library logs (a directory or store tightened to owner
+    only...) go to stderr as ``headcount: warning: ...``, unless logging is
+    configured already (the daemons log structured lines; tests capture)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("headcount: warning: %(message)s"))
+        root.addHandler(handler)
 
 
 def _fail(args: argparse.Namespace, code: str, message: str) -> int:
@@ -118,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_records(sub, cmd)  # init, event, participants, checkin, ...
     register_service(sub, cmd)  # demo, status, compact, run, retry, relay
     register_sim(sub, cmd)  # headcount sim ...
-    register_pki(sub, cmd)  # headcount org init, device enroll/show/revoke/...
+    devices = register_pki(sub, cmd)  # headcount org init, device enroll/show/...
+    register_revoke(devices, cmd)  # headcount device revoke
     register_token(sub, cmd)  # headcount token secret/issue (the relay's HTTP API)
     register_backup(sub, cmd)  # headcount backup create/list/verify/restore
     register_archive(sub, cmd)  # headcount archive run/query/list/prune/restore

@@ -12,12 +12,12 @@ Registered into the main parser by :func:`register` (one line in
 
 When the org directory and the device's data directory are on one machine,
 ``device enroll --device-dir GATE`` does the last three steps at once.
+``device revoke`` is in :mod:`headcount.cli.revoke`.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,16 +31,12 @@ from headcount.pki.org import (
     DEFAULT_DEVICE_DAYS,
     DEFAULT_ORG_DAYS,
     ORG_CERT_FILE,
-    REVOCATIONS_FILE,
     enroll,
     init_org,
     install_certificate,
     load_device_certificate,
     load_org,
-    load_revocations,
     parse_public_key,
-    revoke,
-    save_revocations,
 )
 from headcount.pki.verify import (
     PeerCertificateError,
@@ -52,8 +48,9 @@ from headcount.pki.verify import (
 from .util import Command, Result, command_group
 
 
-def register(sub: Any, cmd: Command) -> None:
-    """Add the ``org`` and ``device`` command groups with the main CLI's ``cmd`` helper."""
+def register(sub: Any, cmd: Command) -> Any:
+    """Add the ``org`` and ``device`` command groups with the main CLI's
+    ``cmd`` helper; returns the ``device`` group (``device revoke`` joins it)."""
     org = command_group(sub, "org", "the organisation's certificate authority (trust root)")
     p = cmd(org, "init", _org_init, "create the organisation CA key and certificate")
     p.add_argument("--org-dir", type=Path, required=True, help="where to keep the CA (0700)")
@@ -95,12 +92,7 @@ def register(sub: Any, cmd: Command) -> None:
     p.add_argument("--cert", type=Path, required=True, help="the device certificate (PEM)")
     p.add_argument("--ca", type=Path, required=True, help="the organisation CA (PEM)")
     cmd(dev, "show", _device_show, "show this device's certificate: id, role, events, expiry")
-    p = cmd(dev, "revoke", _device_revoke, "revoke a device and print the list to distribute")
-    p.add_argument("--org-dir", type=Path, required=True, help="the organisation's CA directory")
-    p.add_argument("device_id", metavar="DEVICE_ID", help="the device to revoke")
-    p.add_argument("--serial", help="revoke only this certificate (hex serial)")
-    p.add_argument("--reason", default="", help="why (recorded in the list)")
-    p.add_argument("--by", default="", help="who revokes (default: your user name)")
+    return dev
 
 
 # -- handlers ------------------------------------------------------------------
@@ -208,25 +200,6 @@ def _device_show(args: argparse.Namespace) -> Result:
     return data, text
 
 
-def _device_revoke(args: argparse.Namespace) -> Result:
-    serial = None
-    if args.serial is not None:
-        try:
-            serial = int(args.serial, 16)
-        except ValueError:
-            raise InputError(f"--serial {args.serial!r} is not a hex number") from None
-    current = load_revocations(args.org_dir)
-    at_ms = int(datetime.now(UTC).timestamp() * 1000)
-    by = args.by or _user()
-    updated = revoke(current, args.device_id, at_ms=at_ms, by=by, serial=serial, reason=args.reason)
-    save_revocations(args.org_dir, updated)
-    what = f"certificate {args.serial} of device" if serial is not None else "device"
-    return updated.to_dict(), (
-        f"revoked {what} {args.device_id}; {args.org_dir / REVOCATIONS_FILE} now lists "
-        f"{len(updated.entries)} revocations. Distribute this:\n{updated.to_json().rstrip()}"
-    )
-
-
 # -- helpers -------------------------------------------------------------------
 
 
@@ -246,10 +219,3 @@ def _describe(peer: PeerIdentity) -> str:
         f"device {peer.device_id} as {peer.role} for {', '.join(sorted(peer.events))} "
         f"until {peer.not_after.isoformat()}"
     )
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from headcount.core.csvimport import ImportProgress
 from headcount.core.errors import InputError
 from headcount.core.identity import Role, default_data_dir
 from headcount.core.schema import load_schema_file
@@ -29,7 +32,7 @@ def register(sub: Any, cmd: Command) -> None:
     p.add_argument("--name", default="", help="a display name, e.g. the gate's location")
 
     ev = command_group(sub, "event", "create and list events")
-    p = cmd(ev, "create", _event_create, "create an event")
+    p = cmd(ev, "create", _event_create, "create an event (on an admin or relay device)")
     p.add_argument("event", help="event id")
     p.add_argument("--name", default="", help="display name (default: the id)")
     p.add_argument("--schema", type=Path, help="TOML file extending the default field policies")
@@ -40,7 +43,8 @@ def register(sub: Any, cmd: Command) -> None:
         pa,
         "import",
         _participants_import,
-        "import participants from CSV (header: id and schema fields; all or nothing)",
+        "import participants from CSV (header: id and schema fields; every row is checked "
+        "before any is written)",
     )
     p.add_argument("event")
     p.add_argument("file", type=Path)
@@ -123,10 +127,34 @@ def _event_list(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _participants_import(args: argparse.Namespace) -> tuple[Any, str]:
     with open_replica(args) as r:
-        report = r.import_csv(args.event, args.file)
+        report = r.import_csv(args.event, args.file, progress=_ImportProgress(args.json))
     return report.to_dict(), (
         f"imported {report.rows} rows: {report.changed} participants created or changed"
     )
+
+
+class _ImportProgress:
+    """Progress of a long import on stderr: one line when each pass has run
+    for a while, then at most one every few seconds (none with ``--json``)."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.start = time.monotonic()
+        self.last = self.start
+
+    def __call__(self, p: ImportProgress) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last < (self.EVERY_S if self.last > self.start else 1.0):
+            return
+        self.last = now
+        if p.phase == "checked":
+            line = f"checked {p.rows:,} rows (nothing is written until every row is valid)"
+        else:
+            share = f" ({100 * p.rows // p.total}%)" if p.total else ""
+            line = f"imported {p.rows:,} of {p.total or 0:,} rows{share}"
+        print(f"headcount: {line}, {now - self.start:.0f} s", file=sys.stderr, flush=True)
 
 
 def _participants_list(args: argparse.Namespace) -> tuple[Any, str]:

@@ -91,13 +91,17 @@ def _relay(args: argparse.Namespace) -> None:
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     relay = Relay(load_relay_config(args.config, args.data_dir))
-    serve(
-        relay.run,
-        lambda: (
+
+    def banner() -> str:
+        text = (
             f"headcount relay {relay.replica.device_id} serving "
-            f"https://{relay.config.https[0]}:{relay.https_port} (API, /sync, /metrics)"
-        ),
-    )
+            f"https://{relay.config.https[0]}:{relay.https_port} (API, /sync)"
+        )
+        if relay.config.ops is not None:
+            text += f"; operations http://{relay.config.ops[0]}:{relay.ops_port} (/metrics)"
+        return text
+
+    serve(relay.run, banner)
 
 
 def _retry(args: argparse.Namespace) -> tuple[Any, str]:
@@ -166,12 +170,31 @@ def _status(args: argparse.Namespace) -> tuple[Any, str]:
             f"retries {p.get('retries', p.get('failures', 0))}"
             + (f", error: {p['error']}" if p.get("error") else "")
         )
+    refused = running.get("refused") if running is not None else None
+    if refused is not None:
+        lines += _refused_lines(refused)
     data = {"device": device, "events": statuses, "peers": peers}
+    if refused is not None:  # peers' entries refused for what they do; quarantined devices
+        data["refused"] = refused
     if logs:  # per event: entries in the log, entries folded by compaction
         data["log"] = logs
     if jobs is not None:  # a running daemon's scheduled backups, archiving, compaction
         data["jobs"] = jobs
     return data, "\n".join(lines)
+
+
+def _refused_lines(refused: dict[str, Any]) -> list[str]:
+    """What peers sent that this daemon refused, and whom it quarantined."""
+    counts = refused.get("counts") or {}
+    lines = []
+    if counts:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+        lines.append(f"refused peer entries: {sum(counts.values())} ({reasons})")
+        for v in refused.get("latest", [])[-3:]:
+            lines.append(f"  {v['device']} entry {v['seq']} of {v['event']}: {v['reason']}")
+    for event, devices in sorted((refused.get("quarantined") or {}).items()):
+        lines.append(f"quarantined on {event}: {', '.join(devices)}")
+    return lines
 
 
 def _event_line(status: dict[str, Any], log: dict[str, Any] | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import registers as R
@@ -55,6 +55,7 @@ class Event:
             raise InputError("the event schema must be a mapping of sections")
         ext = dict(schema_ext or {})
         self.schema.extend(ext)  # validate before writing anything
+        self._require_authority("create an event")
 
         def body(dot: str, hlc: int) -> None:
             self._write_config("name", name, dot, hlc)
@@ -63,6 +64,7 @@ class Event:
         return self.doc.transact(wall_ms, body)
 
     def set_config(self, key: str, value: object, wall_ms: int) -> LogEntry:
+        self._require_authority("change an event's configuration")
         check_config_key(key)
         if key == SCHEMA_KEY:
             raise InputError(f"{SCHEMA_KEY} is set with the event's schema, not directly")
@@ -102,40 +104,112 @@ class Event:
             InputError: a row has no id, an undeclared field or a bad value.
             NotFoundError: a row updates a deleted participant.
         """
-        changes: list[tuple[str, dict[str, Any]]] = []
+        check = self.participant_check()
+        checked: list[tuple[str, dict[str, Any]]] = []
         seen: set[str] = set()
-        deleted = self._deleted_ids()
         for n, row in enumerate(rows, 1):
-            pid, fields = self._validate_row(n, row)
+            pid, fields = check(f"row {n}", row)
             if pid in seen:
                 raise InputError(f"row {n}: participant {pid!r} appears twice")
             seen.add(pid)
-            if pid in deleted:
-                raise NotFoundError(f"row {n}: participant {pid!r} was deleted")
-            changed = self._changed_fields(pid, fields)
-            if changed or record_key(PARTICIPANT, pid) not in self.doc.records:
-                changes.append((pid, changed))  # an id alone still creates the participant
-        entries = [
-            self.doc.transact(wall_ms, functools.partial(self._write_rows, chunk))
-            for chunk in _chunks(changes)
-        ]
-        return entries, len(changes)
+            checked.append((pid, fields))
+        changes = self.participant_changes(checked)
+        return self.write_participants(changes, wall_ms), len(changes)
 
-    def _validate_row(self, n: int, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    def participant_check(
+        self, *, checked: bool = False
+    ) -> Callable[[str, Any], tuple[str, dict[str, Any]]]:
+        """A check of import rows against the event as it is now.
+
+        The returned function takes where a row comes from (``"row 3"``,
+        ``"people.csv:4"``, the prefix of its error messages) and the row (a
+        mapping of field to value, with an ``id``), and returns ``(id,
+        fields)`` as they would be written. It does not look for an id given
+        twice: the caller does, over all its rows.
+
+        Args:
+            checked: the rows passed this check before (a second pass over
+                a file, verified to read what the first pass checked): ids
+                and values are not checked again, only shaped as written (a
+                union field's value becomes a list).
+
+        The check raises:
+            InputError: no id, an undeclared field or a bad value.
+            NotFoundError: the row updates a deleted participant.
+        """
+        deleted = self._deleted_ids()
+
+        def check(where: str, row: Any) -> tuple[str, dict[str, Any]]:
+            pid, fields = self._validate_row(where, row, checked)
+            if pid in deleted:
+                raise NotFoundError(f"{where}: participant {pid!r} was deleted")
+            return pid, fields
+
+        return check
+
+    def participant_changes(
+        self, checked: Iterable[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Of checked rows (see :meth:`participant_check`), those that change
+        something, each with only the fields whose value differs (a new
+        participant with all of its fields, maybe none: an id alone still
+        creates the participant)."""
+        changes = []
+        for pid, fields in checked:
+            changed = self._changed_fields(pid, fields)
+            if changed or not self._has_record(pid):
+                changes.append((pid, changed))
+        return changes
+
+    def write_participants(
+        self, changes: list[tuple[str, dict[str, Any]]], wall_ms: int, *, keep_new: bool = True
+    ) -> list[LogEntry]:
+        """Write :meth:`participant_changes`, at most ``IMPORT_CHUNK`` rows
+        per Y transaction and log entry.
+
+        Args:
+            keep_new: False for an import too large to hold in memory: the
+                participants these writes create are in the document but
+                left out of its indexes, so the event reads as if they were
+                not there. The caller must reload the event from its log
+                before reading it again.
+        """
+        entries = []
+        for chunk in _chunks(changes):
+            new = [] if keep_new else [pid for pid, _ in chunk if not self._has_record(pid)]
+            entries.append(self.doc.transact(wall_ms, functools.partial(self._write_rows, chunk)))
+            self._unindex(new)
+        return entries
+
+    def _has_record(self, pid: str) -> bool:
+        return record_key(PARTICIPANT, pid) in self.doc.records
+
+    def _unindex(self, pids: list[str]) -> None:
+        """Drop participants from the indexes (see ``keep_new`` above). Their
+        records are marked dirty by the write: the refresh forgets what the
+        derived indexes knew of them."""
+        for pid in pids:
+            self.doc.records.pop(record_key(PARTICIPANT, pid), None)
+        if pids:
+            self._derived.refresh()
+
+    def _validate_row(
+        self, where: str, row: Any, checked: bool = False
+    ) -> tuple[str, dict[str, Any]]:
         if not isinstance(row, Mapping):
-            raise InputError(f"row {n}: expected a mapping of field to value")
+            raise InputError(f"{where}: expected a mapping of field to value")
         try:
-            pid = check_id("participant", row.get("id"))
+            pid = row["id"] if checked else check_id("participant", row.get("id"))
             fields = {}
             for name, value in row.items():
                 if name == "id":
                     continue
                 policy = self.schema.participant_policy(name)
-                fields[name] = check_value(name, value)
+                fields[name] = value if checked else check_value(name, value)
                 if policy is Policy.UNION:
                     fields[name] = union_value(name, value)
         except InputError as exc:
-            raise InputError(f"row {n}: {exc}") from None
+            raise InputError(f"{where}: {exc}") from None
         return pid, fields
 
     def _deleted_ids(self) -> set[str]:
@@ -180,6 +254,13 @@ class Event:
         if self.doc.role != "admin":
             raise PermissionDeniedError(
                 f"only an admin device may {what} (this is a {self.doc.role})"
+            )
+
+    def _require_authority(self, what: str) -> None:
+        if self.doc.role not in R.AUTHORITY_ROLES:
+            raise PermissionDeniedError(
+                f"only an admin or relay device may {what} (this is a {self.doc.role}): "
+                "do it on the admin device; gates receive it by sync"
             )
 
     def _require_live(self, pid: str) -> None:
@@ -277,6 +358,8 @@ class Event:
                 raise InputError(f"timestamp {at_ms!r} is not a positive integer of milliseconds")
             self.doc.clock.check(at_ms << 16, wall_ms)
         device = self.doc.device if device is None else check_id("device", device)
+        if device != self.doc.device:
+            self._require_authority(f"record a scan under another device's name ({device})")
         if at_ms is not None:
             twin = self.doc.dedup.get((device, at_ms, pid, kind.value))
             if twin is not None:

@@ -187,3 +187,18 @@ class EventStatus:
             "open_conflicts": self.open_conflicts,
             "version_vector": dict(self.version_vector),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Why entry ``seq`` of ``device`` on ``event`` was refused: ``reason``
+    is a stable code (a metric label), ``detail`` for people."""
+
+    event: str
+    device: str
+    seq: int
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.device} entry {self.seq} of {self.event}: {self.reason} ({self.detail})"

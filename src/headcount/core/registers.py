@@ -100,16 +100,52 @@ def decode_entry(raw: Any) -> RegEntry | None:
         return None
 
 
-def candidates(entries: Iterable[RegEntry], field: str) -> list[RegEntry]:
-    """The entries holding ``field`` that no other entry holding it supersedes,
-    in a deterministic order (by timestamp, then device)."""
+def candidates(
+    entries: Iterable[RegEntry], field: str, policy: Policy | None = None
+) -> list[RegEntry]:
+    """The entries holding ``field`` that no other entry holding it
+    supersedes, in a deterministic order (by timestamp, then device).
+
+    A superseded-set is honoured only as far as its writer's role allows
+    under ``policy`` (:func:`honoured`), checked here, at read time, on
+    every replica: a writer cannot make its entry win by listing what it
+    may not supersede, and entries stored before the check cannot either.
+    """
     holding = [e for e in entries if field in e.fields]
     superseded: set[str] = set()
+    restricted = policy is Policy.AUTHORITY or policy is Policy.CRITICAL
+    by_dot = {e.dot: e for e in holding} if restricted else {}
     for e in holding:
-        superseded |= e.sup
+        if e.sup:
+            superseded |= honoured(policy, e, by_dot, field) if restricted else e.sup
     live = [e for e in holding if e.dot not in superseded]
     live.sort(key=lambda e: e.order)
     return live
+
+
+def honoured(
+    policy: Policy | None, entry: RegEntry, by_dot: Mapping[str, RegEntry], field: str
+) -> frozenset[str]:
+    """The dots of ``entry``'s superseded-set that take effect for ``field``.
+
+    - ``authority``: only an admin or relay supersedes an authority value;
+    - ``critical``: only an admin closes a conflict, so an entry by anyone
+      else that supersedes entries holding *different* values (which an
+      honest device never writes: they were a conflict) supersedes none;
+    - otherwise, all of them.
+    """
+    if entry.role == "admin" or policy is None:
+        return entry.sup
+    if policy is Policy.AUTHORITY:
+        if entry.role in AUTHORITY_ROLES:
+            return entry.sup
+        return frozenset(
+            d for d in entry.sup if d not in by_dot or by_dot[d].role not in AUTHORITY_ROLES
+        )
+    if policy is Policy.CRITICAL:
+        values = {_canon(by_dot[d].fields[field]) for d in entry.sup if d in by_dot}
+        return entry.sup if len(values) <= 1 else frozenset()
+    return entry.sup
 
 
 def value_order(value: Any) -> tuple[int, Any]:

@@ -32,10 +32,14 @@ from headcount.protocol.session import (
     Applied,
     Close,
     Effect,
+    EntryRefused,
     EquivocationFound,
     PeerIdentified,
+    RevocationRefused,
+    RevocationsLearnt,
     Send,
     Session,
+    SnapshotRefused,
 )
 
 DRAIN_TIMEOUT = 10.0
@@ -228,8 +232,9 @@ class SessionDriver(Generic[Item]):
                     self.on_effect(self, effect)
                 self._finish(effect.error or "closed")
             elif (
-                isinstance(effect, Applied | EquivocationFound | PeerIdentified) and self.on_effect
-            ):
+                isinstance(effect, Applied | EquivocationFound | EntryRefused | PeerIdentified)
+                or isinstance(effect, RevocationsLearnt | RevocationRefused | SnapshotRefused)
+            ) and self.on_effect:
                 self.on_effect(self, effect)
         await self._flush()
         self._rearm()

@@ -9,6 +9,14 @@ from one peer are pushed on to the others at once; every ``gossip_interval``
 a few random peers get an anti-entropy summary; failing addresses are retried
 with exponential backoff and jitter, and :meth:`Node.retry_now` skips the
 wait.
+
+The node enforces the organisation's revocations: the signed records its
+log verified and stored (:meth:`ReplicaLog.use_revocations`) decide which
+certificates it refuses, at every handshake and for certificates peers
+share; when the list grows (from a peer, or :meth:`Node.learn_revocations`)
+links to newly revoked devices are closed and every other peer is told at
+once. Refusals (revocation records, snapshots, peers) are logged and counted
+in :attr:`Node.refusals`.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +41,23 @@ from cryptography import x509
 
 from headcount.core.errors import HeadcountError
 from headcount.pki.revocation import RevocationList
+from headcount.pki.revocation_book import RevocationBook
+from headcount.pki.revocation_record import SignedRevocation
 from headcount.pki.verify import PeerIdentity, verify_peer_certificate
-from headcount.protocol.session import Applied, Effect, PeerIdentified, Session, SessionConfig
+from headcount.protocol.logview import RevocationIntake
+from headcount.protocol.session import (
+    Applied,
+    Effect,
+    EntryRefused,
+    PeerIdentified,
+    RevocationRefused,
+    RevocationsLearnt,
+    Session,
+    SessionConfig,
+    SnapshotBudget,
+    SnapshotRefused,
+)
+from headcount.protocol.wire import RevocationRecord
 from headcount.replica.log import ReplicaLog
 from headcount.replica.replica import Replica
 
@@ -43,6 +68,9 @@ from .stream import StreamPeer
 from .websocket import WebSocketPeer, dial, sync_app
 
 HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_SNAPSHOT_BUDGET = 128 * 1024 * 1024  # incoming snapshot bytes, all sessions together
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -58,6 +86,9 @@ class NodeConfig:
     backoff_max: float = 30.0
     max_connections: int = 256
     session: SessionConfig = field(default_factory=SessionConfig)
+    snapshot_budget: int = DEFAULT_SNAPSHOT_BUDGET
+    """Bytes of incoming snapshots buffered at once, over every session
+    (each session also keeps within ``session.max_snapshot``)."""
 
 
 @dataclass(slots=True)
@@ -85,8 +116,8 @@ class Node:
     """Args:
     replica: the local replica (opened for writing).
     server_ctx / client_ctx: TLS contexts (``pki_device.ssl_context``).
-    org_ca: the organisation CA certificate.
-    revocations: a callable returning the current revocation list.
+    org_ca: the organisation CA certificate; revocation records are
+        verified against it and kept in the replica's store.
 
     Observers (append before or after :meth:`start`): ``effect_observers``
     are called with ``(driver, effect)`` for every application effect of
@@ -102,7 +133,6 @@ class Node:
         server_ctx: ssl.SSLContext,
         client_ctx: ssl.SSLContext,
         org_ca: x509.Certificate,
-        revocations: Callable[[], RevocationList | None] = lambda: None,
         rng: random.Random | None = None,
         own_identity: PeerIdentity | None = None,
     ) -> None:
@@ -119,7 +149,11 @@ class Node:
         self.server_ctx = server_ctx
         self.client_ctx = client_ctx
         self.org_ca = org_ca
-        self.revocations = revocations
+        self.log.use_revocations(RevocationBook(org_ca))
+        # The list in force (verified records, from the store and from peers).
+        self.revocations: Callable[[], RevocationList | None] = self.log.revocation_list
+        self.snapshot_budget = SnapshotBudget(config.snapshot_budget)
+        self.refusals: Counter[str] = Counter()  # "revocation:<code>", "snapshot:<code>", ...
         self.rng = rng or random.Random()
         self.own_identity: PeerIdentity | None = own_identity
         self.links: list[Link] = []
@@ -319,7 +353,7 @@ class Node:
         try:
             identity = self._authenticate(writer)
         except HeadcountError as exc:
-            self.rejected.append((str(writer.get_extra_info("peername")), exc.code))
+            self._refused_peer(str(writer.get_extra_info("peername")), exc)
             writer.close()
             return None
         session = Session(
@@ -328,6 +362,7 @@ class Node:
             self.config.session,
             expect_peer=identity.device_id,
             scope=self._scope(identity),
+            snapshot_budget=self.snapshot_budget,
         )
         link = Link(
             StreamPeer(session, reader, writer, self._on_effect), outbound, address, identity
@@ -362,6 +397,11 @@ class Node:
             raise HeadcountError("connected to ourselves", code="self")
         self.replica.trust(identity.device_id, identity.public_key_raw, identity.role, der)
         return identity
+
+    def _refused_peer(self, where: str, exc: HeadcountError) -> None:
+        self.rejected.append((where, exc.code))
+        self.refusals[f"peer:{exc.code}"] += 1
+        log.warning("refused a peer (%s): %s: %s", where, exc.code, exc.message)
 
     def _vouch(self, der: bytes) -> tuple[str, bytes, str]:
         """A certificate a peer shared: trusted only if our organisation issued it."""
@@ -399,7 +439,7 @@ class Node:
         try:
             identity = self._admit(der)
         except HeadcountError as exc:
-            self.rejected.append(("websocket", exc.code))
+            self._refused_peer("websocket", exc)
             return None
         session = Session(
             self.log,
@@ -407,6 +447,7 @@ class Node:
             self.config.session,
             expect_peer=identity.device_id,
             scope=self._scope(identity),
+            snapshot_budget=self.snapshot_budget,
         )
         self._pending_ws[id(session)] = identity
         return session
@@ -457,8 +498,53 @@ class Node:
             self._push(effect.event, skip=source)  # forward at once (relays, multi-hop LANs)
         elif isinstance(effect, PeerIdentified):
             self._drop_duplicate(source, effect.device)
+        elif isinstance(effect, RevocationsLearnt):
+            self._revocations_grew(skip=source)
+        elif isinstance(effect, RevocationRefused | SnapshotRefused):
+            self._count_refusal(source, effect)
         for observe in self.effect_observers:
             observe(source, effect)
+
+    def _count_refusal(self, source: Any, effect: RevocationRefused | SnapshotRefused) -> None:
+        peer = source.session.status.peer
+        if isinstance(effect, RevocationRefused):
+            self.refusals[f"revocation:{effect.code}"] += 1
+            log.warning(
+                "refused a revocation record from %s: %s: %s", peer, effect.code, effect.detail
+            )
+        else:
+            self.refusals[f"snapshot:{effect.code}"] += 1
+            log.warning(
+                "refused a snapshot of %s (%d bytes) from %s: %s",
+                effect.event,
+                effect.total,
+                peer,
+                effect.code,
+            )
+
+    # -- revocations ----------------------------------------------------------
+
+    def learn_revocations(self, records: Sequence[SignedRevocation]) -> RevocationIntake:
+        """Verify and keep revocation records (signed here, or imported from a
+        file); on news, close links to the devices now revoked and tell every
+        peer. Refused records are logged and counted, as a peer's are."""
+        wire = [RevocationRecord(r.body, r.sig, r.cert) for r in records]
+        intake = self.log.learn_revocations(wire)
+        for code, detail in intake.refused:
+            self.refusals[f"revocation:{code}"] += 1
+            log.warning("refused a revocation record: %s: %s", code, detail)
+        if intake.added:
+            self._revocations_grew(skip=None)
+        return intake
+
+    def _revocations_grew(self, skip: object) -> None:
+        """The list in force may have grown: cut the devices it now revokes
+        off, and start a gossip round on every other link (it carries the
+        new records)."""
+        self.enforce_revocations()
+        for link in self.links:
+            if link.peer is not skip:
+                self._spawn(link.peer.anti_entropy())
 
     def _drop_duplicate(self, source: StreamPeer, device: str) -> None:
         """Two connections to one peer (both dialled): keep the one dialled by
@@ -493,6 +579,8 @@ class Node:
             ident = link.identity
             if ident is not None and revoked.find(ident.device_id, ident.serial) is not None:
                 self.rejected.append((ident.device_id, "revoked"))
+                self.refusals["peer:revoked"] += 1
+                log.warning("closing the link to %s: its certificate was revoked", ident.device_id)
                 self._spawn(link.peer.close())
                 closed += 1
         return closed
@@ -522,3 +610,27 @@ def release_memory() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def refusal_metrics(registry: Any) -> EffectHandler:
+    """An effect observer (``Node.effect_observers``) that counts what peers
+    sent and the node refused, in a Prometheus counter of ``registry``:
+    ``headcount_refusals{kind="entry"|"revocation"|"snapshot", code=...}``."""
+    from prometheus_client import Counter as PromCounter
+
+    refused = PromCounter(
+        "headcount_refusals",
+        "Log entries, revocation records and snapshots refused from peers, by kind and reason.",
+        ["kind", "code"],
+        registry=registry,
+    )
+
+    def observe(_source: Any, effect: Effect) -> None:
+        if isinstance(effect, RevocationRefused):
+            refused.labels("revocation", effect.code).inc()
+        elif isinstance(effect, SnapshotRefused):
+            refused.labels("snapshot", effect.code).inc()
+        elif isinstance(effect, EntryRefused):
+            refused.labels("entry", effect.reason).inc()
+
+    return observe

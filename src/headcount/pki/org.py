@@ -9,9 +9,11 @@
    key that signs log heads is the key the TLS peer proved it holds. Reusing
    the key is safe because the two signed formats cannot collide: TLS 1.3
    signs 64 spaces and a context string, log heads start ``headcount/head/v1``.
-3. ``load_revocations`` / ``save_revocations`` keep the organisation's
-   revocation list (``revocations.json``), a JSON value to distribute as event
-   configuration; ``revoke`` adds to it.
+3. ``revoke_as_ca`` signs a revocation record with the CA key (the offline
+   path, for an organisation without a running admin device);
+   ``load_revocations`` / ``save_revocations`` keep the records the CA signed
+   in ``revocations.json``, a file any admin daemon imports and gossips
+   (``headcount device revoke --import``).
 
 Verification lives in :mod:`headcount.pki_verify` (pure, no files), the
 revocation list in :mod:`headcount.pki_revocation` and the device's files and
@@ -44,6 +46,8 @@ from .device import (
     ssl_context,
 )
 from .revocation import Revocation, RevocationList, revoke
+from .revocation_file import records_from_json, records_to_json
+from .revocation_record import CA_SIGNER, SignedRevocation, claim_for, sign_revocation
 from .verify import (
     ALL_EVENTS,
     PeerCertificateError,
@@ -84,6 +88,7 @@ __all__ = [
     "load_revocations",
     "parse_public_key",
     "revoke",
+    "revoke_as_ca",
     "save_revocations",
     "ssl_context",
     "verify_peer_certificate",
@@ -299,22 +304,51 @@ def parse_public_key(data: bytes) -> Ed25519PublicKey:
     return key
 
 
-def load_revocations(org_dir: Path) -> RevocationList:
-    """The organisation's revocation list (empty if none was written).
+def revoke_as_ca(
+    org: Org, device_id: str, *, at_ms: int, serial: int | None = None, reason: str = ""
+) -> SignedRevocation:
+    """A revocation record signed by the organisation CA.
 
     Raises:
-        InputError: a corrupt ``revocations.json``.
+        InputError: a malformed device id, serial or reason.
+    """
+    claim = claim_for(
+        org.certificate, device_id, at_ms=at_ms, signer=CA_SIGNER, serial=serial, reason=reason
+    )
+    return sign_revocation(claim, org.private_key)
+
+
+def load_revocations(org_dir: Path) -> list[SignedRevocation]:
+    """The revocation records the CA signed so far (none if no file was
+    written). An unsigned list written by an earlier version is signed now,
+    entry by entry (same devices, times and reasons).
+
+    Raises:
+        InputError: a corrupt ``revocations.json``, or one of another organisation.
     """
     org = load_org(org_dir)
     path = org_dir / REVOCATIONS_FILE
     if not path.exists():
-        return RevocationList(org.key_id)
-    return RevocationList(org.key_id).merge(RevocationList.from_json(path.read_bytes()))
+        return []
+    text = path.read_bytes()
+    try:
+        return records_from_json(text)
+    except InputError:
+        old = RevocationList.from_json(text)  # raises if it is neither format
+    if old.org and old.org != org.key_id:
+        raise InputError(f"{path} lists the revocations of another organisation")
+    return [
+        revoke_as_ca(org, e.device_id, at_ms=e.revoked_at_ms, serial=e.serial, reason=e.reason)
+        for e in old.entries
+    ]
 
 
-def save_revocations(org_dir: Path, revocations: RevocationList) -> None:
-    """Replace ``revocations.json`` atomically."""
-    write_atomic(org_dir / REVOCATIONS_FILE, revocations.to_json().encode("utf-8"), 0o644)
+def save_revocations(org_dir: Path, records: Iterable[SignedRevocation]) -> Path:
+    """Replace ``revocations.json`` atomically; returns its path."""
+    org = load_org(org_dir)
+    path = org_dir / REVOCATIONS_FILE
+    write_atomic(path, records_to_json(org.key_id, records).encode("utf-8"), 0o644)
+    return path
 
 
 # -- helpers ----------------------------------------------------------------------

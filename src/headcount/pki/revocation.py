@@ -1,11 +1,18 @@
-"""Revoked devices: a grow-only set, serialisable to JSON.
+"""Revoked devices: the list in force, a grow-only set.
 
-The list is meant to travel as authority-written event configuration, so it is
-a plain JSON value with a deterministic encoding: two authorities that revoke
-the same devices produce the same bytes, and :meth:`RevocationList.merge` is a
-set union (commutative, associative, idempotent). A revocation is never
-undone: re-admit a device by enrolling a new key.
+A :class:`RevocationList` is what a device enforces: every peer certificate
+is checked against it (:func:`~headcount.pki.verify.verify_peer_certificate`).
+It is never written by hand nor read from event data: it is computed from
+the organisation's signed revocation records
+(:mod:`~headcount.pki.revocation_record`, gathered and verified by
+:class:`~headcount.pki.revocation_book.RevocationBook`), which devices gossip
+to each other. :meth:`RevocationList.merge` is a set union (commutative,
+associative, idempotent). A revocation is never undone: re-admit a device by
+enrolling a new key.
 
+The JSON form (``headcount-revocations/1``) is for people and for the
+unsigned lists of earlier versions, which the CA can re-sign
+(:func:`headcount.pki.org.load_revocations`); devices never trust it.
 Serials are hex strings: X.509 serials have up to 159 bits, beyond what JSON
 numbers carry safely.
 """

@@ -4,7 +4,8 @@ machine and an in-memory signed log.
 Modules: ``wire`` (messages and frames), ``session`` (the :class:`Session`),
 ``state`` (its transition table), ``flow`` (each event's exchange with the
 peer), ``sender`` (batches, snapshots, acknowledgements going out),
-``snapshot`` (snapshots in parts), ``effects`` (what a session returns),
+``snapshot`` (snapshots in parts, and the budgets that bound them),
+``gossip`` (revocation records between peers), ``effects`` (what a session returns),
 ``config`` and ``status`` (its settings and per-peer status), ``logview``
 (what it needs of a log) and ``memlog`` (an in-memory log).
 
@@ -21,10 +22,22 @@ from headcount._lazy import exports
 
 if TYPE_CHECKING:
     from .config import SessionConfig
-    from .effects import Applied, Close, Effect, EquivocationFound, PeerIdentified, Send
-    from .logview import IngestResult, LogView
+    from .effects import (
+        Applied,
+        Close,
+        Effect,
+        EntryRefused,
+        EquivocationFound,
+        PeerIdentified,
+        RevocationRefused,
+        RevocationsLearnt,
+        Send,
+        SnapshotRefused,
+    )
+    from .logview import IngestResult, LogView, RevocationIntake
     from .memlog import MemLog
     from .session import Session
+    from .snapshot import SnapshotBudget
     from .state import State
     from .status import PeerStatus, SyncStatus
     from .wire import (
@@ -37,6 +50,8 @@ if TYPE_CHECKING:
         Message,
         Ping,
         Pong,
+        RevocationRecord,
+        Revocations,
         Segments,
         SnapshotPart,
         Summary,
@@ -50,6 +65,7 @@ __all__ = [
     "Close",
     "Directory",
     "Effect",
+    "EntryRefused",
     "EquivocationFound",
     "FrameDecoder",
     "Goodbye",
@@ -62,11 +78,18 @@ __all__ = [
     "PeerStatus",
     "Ping",
     "Pong",
+    "RevocationIntake",
+    "RevocationRecord",
+    "RevocationRefused",
+    "Revocations",
+    "RevocationsLearnt",
     "Segments",
     "Send",
     "Session",
     "SessionConfig",
+    "SnapshotBudget",
     "SnapshotPart",
+    "SnapshotRefused",
     "State",
     "Summary",
     "SyncStatus",
@@ -77,11 +100,23 @@ __getattr__, __dir__ = exports(
     __name__,
     {
         ".config": ["SessionConfig"],
-        ".effects": ["Applied", "Close", "Effect", "EquivocationFound", "PeerIdentified", "Send"],
+        ".effects": [
+            "Applied",
+            "Close",
+            "Effect",
+            "EntryRefused",
+            "EquivocationFound",
+            "PeerIdentified",
+            "RevocationRefused",
+            "RevocationsLearnt",
+            "Send",
+            "SnapshotRefused",
+        ],
         ".session": ["Session"],
+        ".snapshot": ["SnapshotBudget"],
         ".state": ["State"],
         ".status": ["PeerStatus", "SyncStatus"],
-        ".logview": ["IngestResult", "LogView"],
+        ".logview": ["IngestResult", "LogView", "RevocationIntake"],
         ".wire": [
             "Ack",
             "Directory",
@@ -91,6 +126,8 @@ __getattr__, __dir__ = exports(
             "Message",
             "Ping",
             "Pong",
+            "RevocationRecord",
+            "Revocations",
             "Segments",
             "SnapshotPart",
             "Summary",

@@ -54,12 +54,77 @@ class EquivocationFound:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryRefused:
+    """Entry ``seq`` of ``device`` on ``event`` was refused for what it does
+    (``reason``, a stable code: core/validate.py): nothing of it applied or
+    forwarded, and the device quarantined for that event."""
+
+    event: str
+    device: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRefused:
+    """A snapshot the peer sent was refused before any of it was kept:
+    ``code`` ``unauthorised`` (the peer is not certified admin or relay),
+    ``too_big`` (beyond what one connection or the node may buffer),
+    ``malformed`` (parts out of order), all three ending the session; or
+    ``deferred`` (the node's snapshot budget is in use: its parts are
+    dropped, and the peer sends it again when its batch times out)."""
+
+    event: str
+    code: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationsLearnt:
+    """``added`` new revocation records from the peer were verified and kept:
+    the driver re-checks its links and passes them on."""
+
+    added: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRefused:
+    """A revocation record from the peer was refused (``code``, stable: see
+    ``headcount.pki.revocation_record.RecordRefused``); the others of its
+    message were still considered."""
+
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class PeerIdentified:
     """The peer's ``Hello`` named ``device`` (and it was accepted)."""
 
     device: str
 
 
-Effect = Send | Close | Applied | EquivocationFound | PeerIdentified
+Effect = (
+    Send
+    | Close
+    | Applied
+    | EquivocationFound
+    | EntryRefused
+    | PeerIdentified
+    | SnapshotRefused
+    | RevocationsLearnt
+    | RevocationRefused
+)
 
-__all__ = ["Applied", "Close", "Effect", "EquivocationFound", "PeerIdentified", "Send"]
+__all__ = [
+    "Applied",
+    "Close",
+    "Effect",
+    "EntryRefused",
+    "EquivocationFound",
+    "PeerIdentified",
+    "RevocationRefused",
+    "RevocationsLearnt",
+    "Send",
+    "SnapshotRefused",
+]

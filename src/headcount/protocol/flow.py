@@ -3,7 +3,9 @@
 
 A flow is what a session knows and owes about one event: what the peer
 holds, what we sent it that is not acknowledged yet, the acknowledgement we
-owe it, a snapshot it is sending us. The session reads and writes flows; this
+owe it. (A snapshot the peer is sending us is the session's
+:class:`~.snapshot.SnapshotReceiver`'s: it is bounded across events.)
+The session reads and writes flows; this
 module holds their data and the rules that only touch that data (the
 version-vector arithmetic), so that the session's methods say what happens
 to a flow, not how its dictionaries change.
@@ -16,8 +18,6 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from headcount.core.chain import Head, Segment
-
-from .snapshot import IncomingSnapshot
 
 
 @dataclass(slots=True)
@@ -50,8 +50,6 @@ class EventFlow:
     """When the delayed ``Ack`` is due (None: none is owed)."""
     ack_rank: int = 0
     """Rank among the owed ``Ack`` s: those due together go in this order."""
-    snapshot: IncomingSnapshot | None = None
-    """The snapshot the peer is sending us, if one is under way."""
 
     def heard(self, vv: Mapping[str, int]) -> None:
         """The peer says it holds ``vv`` (a ``Summary`` or an ``Ack``).

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from headcount.core.chain import EquivocationError, Head, Segment
+from headcount.core.model import Violation
+
+from .wire import RevocationRecord
 
 
 @dataclass(slots=True)
@@ -20,6 +23,16 @@ class IngestResult:
     gaps: int = 0
     pending: int = 0
     equivocations: list[EquivocationError] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)  # refused for what they do
+
+
+@dataclass(slots=True)
+class RevocationIntake:
+    """What the log did with received revocation records: how many it kept
+    (new and verified), and ``(code, detail)`` for each one it refused."""
+
+    added: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
 
 class LogView(Protocol):
@@ -71,4 +84,21 @@ class LogView(Protocol):
         Raises:
             RemoteProtocolError: not acceptable from this sender, or invalid.
         """
+        ...
+
+    def role_of(self, device: str) -> str | None:
+        """The certified role of a device this log trusts (``"admin"``,
+        ``"relay"``, ``"gate"``), None if it is unknown."""
+        ...
+
+    def revocations(self) -> Sequence[RevocationRecord]:
+        """Every signed revocation record this log holds, verified, in the
+        order it learnt them. Append-only: records are only ever added at the
+        end (a session offers a peer those past the ones it offered before)."""
+        ...
+
+    def learn_revocations(self, records: Sequence[RevocationRecord]) -> RevocationIntake:
+        """Verify a peer's revocation records and keep the new valid ones
+        (durably, before returning); refuses the others one by one, with a
+        reason. Never raises for bad records."""
         ...

@@ -27,7 +27,8 @@ from headcount.core.chain import (
 from headcount.core.errors import LocalProtocolError, RemoteProtocolError
 from headcount.core.model import LogEntry
 
-from .logview import IngestResult
+from .logview import IngestResult, RevocationIntake
+from .wire import RevocationRecord
 
 
 @dataclass(slots=True)
@@ -61,6 +62,12 @@ class MemLog:
         hasher: entry hash function (the simulator passes a memoising one).
         on_apply: called with each entry as it is applied (e.g. to
             materialise documents); None to track entries only.
+        roles: ``device id -> certified role`` (``role_of``); devices not
+            listed have no role, so their snapshots are refused.
+
+    Revocation records are not verified here (there is no organisation CA):
+    ``revocations`` is whatever a test puts in :attr:`revocation_records`,
+    and records from peers are ignored, as certificates are.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class MemLog:
         verify: Verifier = ed25519_verify,
         hasher: Callable[[LogEntry], bytes] = entry_hash,
         on_apply: Callable[[LogEntry], None] | None = None,
+        roles: Mapping[str, str] | None = None,
     ) -> None:
         self._device_id = device_id
         self.key = key
@@ -84,6 +92,8 @@ class MemLog:
         self._vv: dict[str, dict[str, int]] = {}  # cached version vectors
         self._sorted: dict[str, list[str]] = {}
         self.acks: dict[tuple[str, str], dict[str, int]] = {}
+        self.roles: dict[str, str] = dict(roles or {})
+        self.revocation_records: list[RevocationRecord] = []
 
     @property
     def device_id(self) -> str:
@@ -190,6 +200,15 @@ class MemLog:
 
     def learn_certificates(self, certs: Sequence[bytes]) -> int:
         return 0
+
+    def role_of(self, device: str) -> str | None:
+        return self.roles.get(device)
+
+    def revocations(self) -> Sequence[RevocationRecord]:
+        return self.revocation_records
+
+    def learn_revocations(self, records: Sequence[RevocationRecord]) -> RevocationIntake:
+        return RevocationIntake()  # nothing to verify them against: ignored
 
     def snapshot_for(self, event: str) -> tuple[bytes, list[Head]]:
         raise LocalProtocolError("an in-memory log never compacts")

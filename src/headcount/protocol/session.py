@@ -19,6 +19,10 @@ The exchange, per event:
 4. New local entries are pushed at once; every ``anti_entropy_interval`` a
    fresh ``Summary`` repairs anything lost; ``Ping`` keeps an idle
    connection alive and a silent peer is dropped after ``idle_timeout``.
+5. The organisation's signed revocation records go with the ``Hello``
+   exchange and every gossip round (``gossip.py``), apart from any event.
+   Snapshots are taken only from a peer certified admin or relay, within
+   the connection's and the node's budgets (``snapshot.py``).
 
 Where things live: every state transition is in ``state.py``'s table, and
 the session changes state in one place, :meth:`Session._enter`, which looks
@@ -39,11 +43,23 @@ from typing import assert_never
 from headcount.core.errors import RemoteProtocolError
 
 from .config import DEFAULT_ACK_DELAY, SessionConfig
-from .effects import Applied, Close, Effect, EquivocationFound, PeerIdentified, Send
+from .effects import (
+    Applied,
+    Close,
+    Effect,
+    EntryRefused,
+    EquivocationFound,
+    PeerIdentified,
+    RevocationRefused,
+    RevocationsLearnt,
+    Send,
+    SnapshotRefused,
+)
 from .flow import EventFlow, Flows
+from .gossip import RevocationGossip
 from .logview import IngestResult, LogView
 from .sender import Sender
-from .snapshot import add_part
+from .snapshot import SnapshotBudget, SnapshotReceiver
 from .state import Input, State, Trigger, accepts, next_state
 from .status import PeerStatus, SyncStatus
 from .wire import (
@@ -55,6 +71,7 @@ from .wire import (
     Message,
     Ping,
     Pong,
+    Revocations,
     Segments,
     SnapshotPart,
     Summary,
@@ -74,6 +91,9 @@ class Session:
         scope: which events this session may carry (both devices' certificates
             must allow them); others are never offered, and a peer that sends
             one is in breach (``forbidden_event``). None: every event.
+        snapshot_budget: the node's budget for incoming snapshots, shared by
+            all its sessions (this session also keeps within
+            ``config.max_snapshot``). None: only the session's own limit.
     """
 
     def __init__(
@@ -83,6 +103,7 @@ class Session:
         config: SessionConfig | None = None,
         expect_peer: str | None = None,
         scope: Callable[[str], bool] | None = None,
+        snapshot_budget: SnapshotBudget | None = None,
     ) -> None:
         self.log = log
         self.config = config or SessionConfig()
@@ -97,6 +118,10 @@ class Session:
         self._next_anti_entropy = now + self.config.anti_entropy_interval
         self._ping_nonce = 0
         self._sender = Sender(log, self.config, self.status, self._flows, self._send, self._fail)
+        budget = SnapshotBudget(self.config.max_snapshot, parent=snapshot_budget)
+        self._snapshots = SnapshotReceiver(budget)
+        self._revocations = RevocationGossip(log, self.config)
+        self._peer_role: str | None = None  # certified, looked up once known
 
     # -- queries ---------------------------------------------------------------
 
@@ -110,6 +135,11 @@ class Session:
         us and what it sent us. It never regresses."""
         flow = self._flows.get(event)
         return {} if flow is None else dict(flow.peer)
+
+    @property
+    def snapshot_buffered(self) -> int:
+        """Bytes of incoming snapshot parts this session holds."""
+        return self._snapshots.buffered
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must be called next (None before start and once closed)."""
@@ -186,14 +216,15 @@ class Session:
         return self._sender.pump(flow, now)
 
     def anti_entropy(self, now: float) -> list[Effect]:
-        """Send a summary of every event now (the driver's gossip round)."""
+        """Send a summary of every event now (the driver's gossip round), and
+        the revocation records the peer was not offered yet."""
         if not self._enter(Input.ANTI_ENTROPY):
             return []
         self._next_anti_entropy = now + self.config.anti_entropy_interval
         messages: list[Message] = [
             Summary(e, self.log.version_vector(e), True) for e in self._events()
         ]
-        return self._send(messages, now)
+        return self._send([*messages, *self._revocations.offer()], now)
 
     def tick(self, now: float) -> list[Effect]:
         """Timers: idle timeout, keepalive, and once open delayed
@@ -242,6 +273,8 @@ class Session:
         if state is None:
             return False
         self.state = state
+        if state is State.CLOSED:
+            self._snapshots.close()  # whatever ended the session releases its budget
         return True
 
     def _handle(self, message: Message, now: float) -> list[Effect]:
@@ -272,6 +305,12 @@ class Session:
             case Directory():
                 self.log.learn_certificates(message.certs)
                 return []
+            case Revocations():
+                effects = self._revocations.receive(message)
+                offending = self._revocations.offending
+                if offending is None:
+                    return effects
+                return effects + self._fail("bad_revocations", offending, now)
             case Ping():
                 return self._send([Pong(message.nonce)], now)
             case Pong():
@@ -301,6 +340,7 @@ class Session:
         certs = self._sender.certificates(devices)
         if certs:  # before any segment: the peer may need them to verify relayed entries
             summaries.insert(0, Directory(tuple(certs)))
+        summaries += self._revocations.offer()
         return [PeerIdentified(hello.device), *self._send(summaries, now)]
 
     def _on_summary(self, summary: Summary, now: float) -> list[Effect]:
@@ -323,6 +363,7 @@ class Session:
         self.status.entries_received += sum(len(s.entries) for s in message.segments)
         effects: list[Effect] = [Applied(event, result.applied)] if result.applied else []
         effects += [EquivocationFound(q.event, q.device, q.seq) for q in result.equivocations]
+        effects += [EntryRefused(v.event, v.device, v.seq, v.reason) for v in result.violations]
         flow.unacked += 1
         config = self.config
         if config.ack_delay <= 0 or flow.unacked >= min(config.ack_every, config.window):
@@ -341,18 +382,34 @@ class Session:
         return effects
 
     def _on_snapshot_part(self, part: SnapshotPart, now: float) -> list[Effect]:
+        """Checked before a byte is kept (``snapshot.py``): the peer's
+        certified role, then the connection's and the node's budgets."""
         event = part.event
-        flow = self._flows.of(event)
-        incoming = flow.snapshot = add_part(flow.snapshot, part, self.config.max_snapshot)
-        if not incoming.complete:
+        try:
+            received = self._snapshots.add(part, self._role())
+        except RemoteProtocolError as exc:
+            refused = SnapshotRefused(event, exc.code, part.total)
+            return [refused, *self._fail(exc.code, exc.message, now)]
+        if received.deferred:
+            return [SnapshotRefused(event, "deferred", part.total)]
+        incoming = received.snapshot
+        if incoming is None:
             return []
-        flow.snapshot = None
         assert self.status.peer is not None  # OPEN implies a Hello was received
-        state = bytes(incoming.data)
-        advanced = self.log.install_snapshot(event, state, incoming.heads, self.status.peer)
+        try:
+            state = bytes(incoming.data)
+            advanced = self.log.install_snapshot(event, state, incoming.heads, self.status.peer)
+        finally:
+            self._snapshots.done(event)
         effects: list[Effect] = [Applied(event, 0)] if advanced else []
         vv = self.log.version_vector(event)
         return effects + self._send([Ack(event, vv), Summary(event, vv, True)], now)
+
+    def _role(self) -> str | None:
+        """The peer's certified role (from the log's directory)."""
+        if self._peer_role is None and self.status.peer is not None:
+            self._peer_role = self.log.role_of(self.status.peer)
+        return self._peer_role
 
     # -- frames out ----------------------------------------------------------------
 
@@ -401,14 +458,19 @@ __all__ = [
     "Applied",
     "Close",
     "Effect",
+    "EntryRefused",
     "EquivocationFound",
     "IngestResult",
     "LogView",
     "PeerIdentified",
     "PeerStatus",
+    "RevocationRefused",
+    "RevocationsLearnt",
     "Send",
     "Session",
     "SessionConfig",
+    "SnapshotBudget",
+    "SnapshotRefused",
     "State",
     "SyncStatus",
 ]

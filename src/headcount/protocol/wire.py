@@ -32,6 +32,9 @@ WIRE_VERSION = 1
 DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB
 MAX_ENTRIES_PER_MESSAGE = 50_000  # checked before any entry is hashed
 MAX_ACK_COUNT = 1 << 16  # messages one acknowledgement may cover
+MAX_REVOCATIONS_PER_MESSAGE = 256
+MAX_REVOCATION_BODY = 1024  # a record's signed body
+MAX_REVOCATION_CERT = 16_384  # its signer's certificate (DER)
 _LEN = struct.Struct(">I")
 # A frame's type number is its 7th byte: the length, the fixarray header and
 # the version (a positive fixint) come first.
@@ -113,7 +116,37 @@ class Directory:
     certs: tuple[bytes, ...]
 
 
-Message = Hello | Summary | Segments | Ack | Ping | Pong | Goodbye | SnapshotPart | Directory
+@dataclass(frozen=True, slots=True)
+class RevocationRecord:
+    """One signed revocation record as it travels: the signed ``body``, its
+    Ed25519 signature and the signer's certificate (DER; empty when the
+    organisation CA signed). Opaque here: the log verifies it."""
+
+    body: bytes
+    sig: bytes
+    cert: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """Signed revocation records of the organisation (not of one event),
+    sent after ``Hello`` and whenever the sender learns new ones."""
+
+    records: tuple[RevocationRecord, ...]
+
+
+Message = (
+    Hello
+    | Summary
+    | Segments
+    | Ack
+    | Ping
+    | Pong
+    | Goodbye
+    | SnapshotPart
+    | Directory
+    | Revocations
+)
 
 # The one table of message type numbers. A number is part of the wire format:
 # never reuse or renumber one. Numbers stay below 128 so that each encodes as
@@ -130,6 +163,7 @@ MESSAGE_TYPES: Final[Mapping[int, type[Message]]] = MappingProxyType(
         7: Goodbye,
         8: SnapshotPart,
         9: Directory,
+        10: Revocations,
     }
 )
 TYPE_NUMBERS: Final[Mapping[type[Message], int]] = MappingProxyType(
@@ -175,6 +209,8 @@ def _fields(m: Message) -> list[Any]:
         return [m.event, m.offset, m.total, m.data, heads]
     if isinstance(m, Goodbye):
         return [m.code, m.message]
+    if isinstance(m, Revocations):
+        return [[[r.body, r.sig, r.cert] for r in m.records]]
     assert_never(m)
 
 
@@ -415,6 +451,22 @@ def _directory(f: list[Any]) -> Directory:
     return Directory(tuple(_bytes(c) for c in certs if len(_bytes(c)) <= 16_384))
 
 
+def _revocations(f: list[Any]) -> Revocations:
+    (raw,) = _expect(f, 1)
+    if not isinstance(raw, list) or len(raw) > MAX_REVOCATIONS_PER_MESSAGE:
+        raise ValueError(f"records must be a list of at most {MAX_REVOCATIONS_PER_MESSAGE}")
+    records = []
+    for item in raw:
+        if not isinstance(item, list):
+            raise ValueError("a revocation record must be [body, sig, cert]")
+        body, sig, cert = _expect(item, 3)
+        body, cert = _bytes(body), _bytes(cert)
+        if not 0 < len(body) <= MAX_REVOCATION_BODY or len(cert) > MAX_REVOCATION_CERT:
+            raise ValueError("revocation record body or certificate of a bad size")
+        records.append(RevocationRecord(body, _bytes(sig, 64), cert))
+    return Revocations(tuple(records))
+
+
 def _ping(f: list[Any]) -> Ping:
     return Ping(_int(_expect(f, 1)[0]))
 
@@ -434,4 +486,5 @@ _DECODERS: Final[Mapping[type[Message], Callable[[list[Any]], Message]]] = {
     Goodbye: _goodbye,
     SnapshotPart: _snapshot_part,
     Directory: _directory,
+    Revocations: _revocations,
 }

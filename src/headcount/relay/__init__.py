@@ -1,5 +1,6 @@
 """The relay: a store-and-forward hub for many gates (``headcount relay``) and
-the cloud bridge, its HTTP API (``http/``), bearer tokens and rate limits.
+the cloud bridge, its HTTP API (``http/``), bearer tokens, rate limits and
+the throttle of refusals' audit rows.
 
 Wiring, for a driver::
 

@@ -6,7 +6,8 @@ port, both the WebSocket sync endpoint that gates and other relays connect to
 do not speak the peer protocol (JWT bearer tokens, no client certificate
 needed). It can also accept peer-protocol TCP connections and dial other
 relays, so relays chain. Every entry is stored durably and forwarded
-unchanged.
+unchanged. Prometheus metrics are served on a second, plain HTTP listener for
+operators (``ops``, 127.0.0.1 by default), never on the TLS port.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ from aiohttp import web
 from headcount.archive.schedule import ArchiveSchedule
 from headcount.backup.schedule import BackupSchedule
 from headcount.core.errors import InputError
-from headcount.net.node import Node, NodeConfig
+from headcount.net.node import Node, NodeConfig, refusal_metrics
 from headcount.pki.device import load_device_certificate, ssl_context
 from headcount.pki.verify import verify_peer_certificate
 from headcount.protocol.session import DEFAULT_ACK_DELAY, SessionConfig
 from headcount.relay.http.app import ApiLimits, create_app
-from headcount.relay.http.ops import Metrics, collect_from_node, install, node_serving, replica_open
+from headcount.relay.http.listener import DEFAULT_HEADER_TIMEOUT, listen, runner
+from headcount.relay.http.ops import (
+    Metrics,
+    collect_from_node,
+    install,
+    node_serving,
+    operations_app,
+    replica_open,
+)
 from headcount.replica.replica import Replica
 from headcount.service.config import parse_address, read_toml, toml_list
-from headcount.service.daemon import published_revocations
 from headcount.service.housekeeping import CompactionSchedule, Housekeeping, parse_sections
 from headcount.service.periodic import job_metrics
 from headcount.service.runner import stop_on_signals
@@ -38,6 +46,7 @@ from headcount.store.audit import AuditLog
 
 from .tokens import TokenAuthority, load_secret_file
 
+DEFAULT_OPS = ("127.0.0.1", 7702)
 CATCH_UP_SLICE = 64  # lazily accepted entries applied per turn of the event loop
 CATCH_UP_IDLE_S = 0.1
 
@@ -56,6 +65,9 @@ class RelayConfig:
     gossip_interval: float = 5.0
     ack_delay: float = DEFAULT_ACK_DELAY
     max_connections: int = 4096
+    # the operations listener (/metrics, /healthz, /readyz); None: not served
+    ops: tuple[str, int] | None = DEFAULT_OPS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a request's headers
     backup: BackupSchedule | None = None  # [backup]: scheduled backups (None: off)
     archive: ArchiveSchedule | None = None  # [archive]: scheduled archiving (None: off)
     # [compaction]: on unless enabled = false (None: off)
@@ -82,6 +94,8 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         "gossip_interval",
         "ack_delay",
         "max_connections",
+        "ops",
+        "header_timeout",
         "backup",
         "archive",
         "compaction",
@@ -97,6 +111,8 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         config.https = parse_address(raw["https"], "https")
     if "tcp" in raw:
         config.tcp = parse_address(raw["tcp"], "tcp")
+    if "ops" in raw:
+        config.ops = None if raw["ops"] is False else parse_address(raw["ops"], "ops")
     config.peers = [parse_address(p, "peers") for p in toml_list(raw, "peers")]
     config.ws_peers = [str(u) for u in toml_list(raw, "ws_peers")]
     if "token_secret" in raw:
@@ -112,6 +128,11 @@ def load_relay_config(path: Path | None, data_dir: Path | None) -> RelayConfig:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise InputError("gossip_interval must be a positive number of seconds")
         config.gossip_interval = float(value)
+    if "header_timeout" in raw:
+        value = raw["header_timeout"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 300:
+            raise InputError("header_timeout must be a number of seconds from 0 to 300")
+        config.header_timeout = float(value)
     if "ack_delay" in raw:
         value = raw["ack_delay"]
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -150,7 +171,6 @@ class Relay:
             ssl_context(config.data_dir, server_side=True),
             client_ctx,
             ca,
-            revocations=lambda: published_revocations(self.replica, ca),
             own_identity=own,
         )
         # The HTTPS port serves JWT clients too: a client certificate is
@@ -166,6 +186,7 @@ class Relay:
         )
         self.audit = AuditLog(config.data_dir / "audit.db")
         self.metrics = Metrics()
+        self.node.effect_observers.append(refusal_metrics(self.metrics.registry))
         self.housekeeping = Housekeeping(
             self.replica,
             config.backup,
@@ -186,14 +207,14 @@ class Relay:
             else web.Application()
         )
         self.node.websocket_routes(self.app)
-        install(
-            self.app,
-            self.metrics,
-            {"store": replica_open(self.replica), "node": node_serving(self.node)},
-        )
+        checks = {"store": replica_open(self.replica), "node": node_serving(self.node)}
+        install(self.app, self.metrics, checks)
+        self.ops_app = operations_app(self.metrics, checks)
         self.stopped = asyncio.Event()
         self.https_port: int | None = None
-        self._runner: web.AppRunner | None = None
+        self.ops_port: int | None = None  # None: no operations listener (or not started)
+        self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.Server] = []
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         with stop_on_signals(self.stopped):
@@ -203,11 +224,9 @@ class Relay:
         try:
             await self.node.start()
             self.housekeeping.start()
-            self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-            await self._runner.setup()
-            host, port = self.config.https
-            await web.TCPSite(self._runner, host, port, ssl_context=self.server_ctx).start()
-            self.https_port = self._runner.addresses[0][1]
+            self.https_port = await self._listen(self.app, self.config.https, self.server_ctx)
+            if self.config.ops is not None:
+                self.ops_port = await self._listen(self.ops_app, self.config.ops, None)
             if ready is not None:
                 ready.set()
             catch_up = asyncio.ensure_future(self._catch_up())
@@ -218,6 +237,25 @@ class Relay:
             catch_up.cancel()
         finally:
             await self.shutdown()
+
+    async def _listen(
+        self, app: web.Application, address: tuple[str, int], ctx: ssl.SSLContext | None
+    ) -> int:
+        """Serve ``app`` on ``address`` (with the header deadline); the port bound."""
+        app_runner = runner(app, self.config.header_timeout)
+        await app_runner.setup()
+        self._runners.append(app_runner)
+        name = "https" if ctx is not None else "ops"
+        server = await listen(
+            app_runner,
+            *address,
+            header_timeout=self.config.header_timeout,
+            ssl_context=ctx,
+            on_timeout=self.metrics.header_timeouts.labels(name).inc,
+        )
+        self._servers.append(server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
 
     async def _catch_up(self) -> None:
         """Keep the loaded documents current between other work: entries are
@@ -232,8 +270,12 @@ class Relay:
             await self.housekeeping.stop()  # a run under way ends first
         with contextlib.suppress(Exception):
             await self.node.stop()
-        if self._runner is not None:
+        for server in self._servers:  # accept no more connections ...
+            server.close()
+        for app_runner in self._runners:  # ... and close the open ones
             with contextlib.suppress(Exception):
-                await self._runner.cleanup()
+                await app_runner.cleanup()
+        self._servers.clear()
+        self._runners.clear()
         self.audit.close()
         self.replica.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +24,7 @@ from typing import Any
 import jwt
 
 from headcount.core.errors import HeadcountError, InputError
+from headcount.core.files import read_secret_file
 from headcount.core.ids import check_id
 
 DEFAULT_ALGORITHM = "HS256"
@@ -131,7 +131,7 @@ class TokenAuthority:
                 issuer=ISSUER,
                 options={"require": ["sub", "exp", "role", "events"], "verify_exp": False},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: not UTF-8 (header bytes)
             raise TokenError(f"the bearer token is not valid: {exc}") from None
         return _claims(payload, now_s - self.leeway_s)
 
@@ -203,15 +203,7 @@ def load_secret_file(path: Path) -> bytes:
     Raises:
         InputError: unreadable, readable by group or others, or too short.
     """
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes().strip()
-    except OSError as exc:
-        raise InputError(f"cannot read the token secret {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(
-            f"{path} is accessible by other users; chmod 600 it", code="insecure_secret_file"
-        )
+    data = read_secret_file(path, "the token secret").strip()
     if len(data) < SECRET_BYTES:
         raise InputError(f"{path} holds fewer than {SECRET_BYTES} bytes of secret")
     return data

@@ -18,7 +18,7 @@ from headcount.core.errors import HeadcountError, InputError, RemoteProtocolErro
 from headcount.core.event import Event
 from headcount.core.hlc import HybridClock
 from headcount.core.ids import check_id
-from headcount.core.model import LogEntry
+from headcount.core.model import LogEntry, Violation
 from headcount.store.interface import LogStore
 
 Key = tuple[str, int]  # (device, seq)
@@ -32,6 +32,7 @@ class ApplyResult:
     duplicates: int = 0
     pending: int = 0
     rejected: list[tuple[LogEntry, str]] = field(default_factory=list)
+    refused: list[Violation] = field(default_factory=list)  # for what they do; device quarantined
 
 
 @dataclass(slots=True)

@@ -37,6 +37,7 @@ from typing import Any
 from headcount.core.chain import Head, ed25519_verify, entry_hash, sign_head
 from headcount.core.errors import NotFoundError, RemoteProtocolError, StoreError
 from headcount.core.registers import AUTHORITY_ROLES
+from headcount.core.validate import check_snapshot
 
 from .replica import Replica
 
@@ -202,9 +203,19 @@ def install_snapshot(
             raise RemoteProtocolError(f"unknown device {head.device}", code="unknown_device")
         if head.event != event or not ed25519_verify(key, head.signed_bytes(), head.sig):
             raise RemoteProtocolError(f"bad signature on head {head.device}:{head.seq}")
-    ahead = [h for h in heads if h.seq > store.version_vector(event).get(h.device, 0)]
+    held = store.version_vector(event)
+    ahead = [h for h in heads if h.seq > held.get(h.device, 0)]
     if not ahead:
         return 0
+    # What the state holds, checked as entries are (core/validate.py): an
+    # authority's snapshot cannot delete, forge authorship or carry content
+    # its authors' roles may not write.
+    seqs = {**held, **{h.device: h.seq for h in heads if h.seq > held.get(h.device, 0)}}
+    why = check_snapshot(state, event, replica.roles, seqs)
+    if why is not None:
+        raise RemoteProtocolError(
+            f"snapshot of {event} from {sender} refused: {why}", code="bad_snapshot"
+        )
     ev = replica.event_for_peer(event)
     ev.doc.apply_remote(state)
     anchors = {h.device: (h.seq, h.hash) for h in ahead}

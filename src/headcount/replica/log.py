@@ -25,7 +25,11 @@ from headcount.core.chain import (
 )
 from headcount.core.errors import BehindHorizonError, HeadcountError, StoreError
 from headcount.core.model import LogEntry
-from headcount.protocol.logview import IngestResult
+from headcount.pki.revocation import RevocationList
+from headcount.pki.revocation_book import RevocationBook
+from headcount.pki.revocation_record import SignedRevocation
+from headcount.protocol.logview import IngestResult, RevocationIntake
+from headcount.protocol.wire import RevocationRecord
 from headcount.store.interface import LogStore
 
 from . import compaction
@@ -169,6 +173,46 @@ class ReplicaLog:
                 learnt += 1
         return learnt
 
+    # -- the organisation's revocations -----------------------------------------
+
+    _book: RevocationBook | None = None  # set by use_revocations
+    _revocation_records: Sequence[RevocationRecord] = ()
+
+    def use_revocations(self, book: RevocationBook) -> None:
+        """Verify peers' revocation records with ``book`` (which holds the
+        organisation CA) and keep the valid ones in the store; ``book`` is
+        filled with the records stored before. Without this call the log
+        holds no revocations and ignores the ones peers send."""
+        stored = self.store.revocations()
+        book.load(SignedRevocation(body, sig, cert) for _, body, sig, cert in stored)
+        self._book = book
+        self._revocation_records = [RevocationRecord(r.body, r.sig, r.cert) for r in book.records()]
+
+    def revocation_list(self) -> RevocationList | None:
+        """The revocations in force (None before :meth:`use_revocations`)."""
+        return None if self._book is None else self._book.revocations()
+
+    def revocations(self) -> Sequence[RevocationRecord]:
+        return self._revocation_records
+
+    def learn_revocations(self, records: Sequence[RevocationRecord]) -> RevocationIntake:
+        book = self._book
+        if book is None or self.replica.read_only:
+            return RevocationIntake()
+        accepted, refusals = book.check([SignedRevocation(r.body, r.sig, r.cert) for r in records])
+        if accepted:  # durable before anyone hears of them
+            rows = [(v.digest, v.record.body, v.record.sig, v.record.cert) for v in accepted]
+            self.store.add_revocations(rows, self.replica.wall_clock())
+            book.add(accepted)
+            self._revocation_records = [
+                *self._revocation_records,
+                *(RevocationRecord(v.record.body, v.record.sig, v.record.cert) for v in accepted),
+            ]
+        return RevocationIntake(len(accepted), [(r.code, r.detail) for r in refusals])
+
+    def role_of(self, device: str) -> str | None:
+        return self.store.devices().get(device)
+
     # -- compaction -----------------------------------------------------------
 
     def record_ack(self, peer: str, event: str, vv: Mapping[str, int]) -> None:
@@ -221,17 +265,29 @@ class ReplicaLog:
         )
         result = IngestResult(gaps=batch.gaps, duplicates=batch.duplicates)
         staged, heads, caught = batch.staged, batch.heads, batch.caught
+        entries = [e for device in staged for e, _ in staged[device]]
         # Everything verified: only now change state, in one transaction.
+        # (What each entry does is checked against its signer's certified
+        # role by the replica; a device caught there is refused whole, as
+        # for equivocation: its heads are not kept.)
+        refused: set[str] = set()
         with self.store.transaction():
             for device, exc in caught.items():
                 self.store.quarantine(event, device, exc.seq, self.replica.wall_clock())
                 result.equivocations.append(exc)
-            entries = [e for device in staged for e, _ in staged[device]]
             if entries:
                 applied = self.replica.apply_entries(entries)
                 result.applied += applied.applied
                 result.pending += applied.pending
-            kept = [h for h in heads if h.device not in caught and h.device not in quarantined]
+                result.violations += applied.refused
+                refused = {v.device for v in applied.refused}
+            kept = [
+                h
+                for h in heads
+                if h.device not in caught
+                and h.device not in refused
+                and h.device not in quarantined
+            ]
             if kept and self.store.has_event(event):
                 self.store.add_heads(kept)
                 self._remember(event, segments, {h.device for h in kept})

@@ -11,10 +11,13 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import logging
 import os
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from headcount.core import csvimport
@@ -37,13 +40,18 @@ from headcount.core.model import (
     LogEntry,
     Participant,
     ScanKind,
+    Violation,
 )
+from headcount.core.validate import check_entries
 from headcount.store.sqlite import DB_FILE, Durability, Store
 
 from . import apply, lazyapply
 from .apply import ApplyResult
 
+log = logging.getLogger(__name__)
+
 SNAPSHOT_EVERY = 2000  # log entries since the last snapshot before taking a new one
+REFUSALS_KEPT = 100  # the latest refused peer entries kept for status
 REJOIN_KEY = "rejoin_events"  # meta: events restored from a backup, not yet caught up
 
 
@@ -97,6 +105,10 @@ class Replica:
         # lazy_apply: per loaded event, logged entries its document holds back
         self._held: dict[str, dict[tuple[str, int], LogEntry]] = {}
         self._rejoin: set[str] = set(json.loads(str(store.get_meta(REJOIN_KEY) or "[]")))
+        # Peers' entries refused for what they do (core/validate.py): counts
+        # by reason (metrics, status) and the latest few (for people).
+        self.refused: Counter[str] = Counter()
+        self.refusals: deque[Violation] = deque(maxlen=REFUSALS_KEPT)
 
     # -- lifecycle ------------------------------------------------------
 
@@ -185,6 +197,11 @@ class Replica:
     @property
     def role(self) -> Role:
         return self.identity.role
+
+    @property
+    def roles(self) -> Mapping[str, str]:
+        """Every device in the directory and its certified role (read-only)."""
+        return MappingProxyType(self._roles)
 
     def trust(
         self, device_id: str, public_key: bytes, role: Role | str, cert: bytes | None = None
@@ -415,10 +432,61 @@ class Replica:
         entries = self._write(event_id, op)
         return csvimport.ImportReport(rows=len(rows), changed=changed[0], entries=len(entries))
 
-    def import_csv(self, event_id: str, path: Path | str) -> csvimport.ImportReport:
-        """Import participants from a CSV file; nothing is written unless every row is valid."""
-        rows = csvimport.read_participants(Path(path), self.event(event_id).schema)
-        return self.import_participants(event_id, rows)
+    def import_csv(
+        self,
+        event_id: str,
+        path: Path | str,
+        *,
+        batch_rows: int | None = None,
+        progress: Callable[[csvimport.ImportProgress], None] | None = None,
+    ) -> csvimport.ImportReport:
+        """Import participants from a CSV file, streamed: memory does not
+        grow with the file (see :mod:`headcount.core.csvimport`).
+
+        1. Every row is checked, against the file's rules and the event,
+           before anything is written: one bad row and nothing is written.
+        2. The file is read again and written ``batch_rows`` rows at a time
+           (default :data:`csvimport.BATCH_ROWS`), each batch durable
+           before the next is read. A failure half-way (a
+           full disk, the file changed meanwhile) leaves the batches before
+           it imported; importing the file again completes the import
+           (unchanged values are not rewritten).
+        3. A file of more than one batch is not kept in memory: the event is
+           reloaded from the store when next read.
+
+        Raises:
+            NotFoundError: no such event; a row updates a deleted participant.
+            InputError: the file is unreadable, a row is invalid (the
+                message starts with ``FILE:LINE``) or the file changed
+                during the import.
+            StoreError: a batch could not be written (those before it were).
+        """
+        self._writable()
+        self._check_rejoin(event_id)
+        ev = self.event(event_id)
+        say = progress or (lambda _: None)
+        batch_rows = csvimport.BATCH_ROWS if batch_rows is None else batch_rows
+        with csvimport.ParticipantsCsv.open(Path(path), ev.schema, batch_rows) as source:
+            check = ev.participant_check()
+            total = source.check(check, lambda n: say(csvimport.ImportProgress("checked", n)))
+            keep = total <= batch_rows  # small: the event stays loaded, as after any write
+            counts = [0, 0, 0]  # rows, changed, entries
+            shape = ev.participant_check(checked=True)  # batches() verifies they were checked
+
+            def op(batch: list[csvimport.Located], ev: Event, now: int) -> list[LogEntry]:
+                changes = ev.participant_changes(shape(where, row) for where, row in batch)
+                counts[1] += len(changes)
+                return ev.write_participants(changes, now, keep_new=keep)
+
+            try:
+                for batch in source.batches():
+                    counts[2] += len(self._write(event_id, functools.partial(op, batch)))
+                    counts[0] += len(batch)
+                    say(csvimport.ImportProgress("imported", counts[0], total))
+            finally:
+                if not keep:
+                    self._forget(event_id)  # its indexes lack what was imported
+        return csvimport.ImportReport(rows=total, changed=counts[1], entries=counts[2])
 
     def upsert_participant(self, event_id: str, pid: str, fields: Mapping[str, Any]) -> bool:
         """Create or update one participant; False if nothing changed."""
@@ -514,8 +582,36 @@ class Replica:
             if event_id in archived:  # moved to an archive: nothing more is taken in
                 result.duplicates += len(batch)
                 continue
-            self._apply_event(event_id, batch, result)
+            batch = self._admissible(event_id, batch, result)
+            if batch:
+                self._apply_event(event_id, batch, result)
         return result
+
+    def _admissible(
+        self, event_id: str, batch: list[LogEntry], result: ApplyResult
+    ) -> list[LogEntry]:
+        """``batch`` without the entries of quarantined devices, and with what
+        each entry does checked against its signer's certified role
+        (core/validate.py): a device caught is quarantined for the event and
+        none of its entries is applied (nor, then, forwarded)."""
+        quarantined = self.store.quarantined(event_id) if self.store.has_event(event_id) else ()
+        if quarantined:
+            batch = [e for e in batch if e.device not in quarantined]
+        ok, violations = check_entries(batch, self._roles)
+        for violation in violations:
+            self.store.quarantine(event_id, violation.device, violation.seq, self.wall_clock())
+            self.refused[violation.reason] += 1
+            self.refusals.append(violation)
+            result.refused.append(violation)
+            log.warning(
+                "refused entry %d of device %s on event %s: %s (%s); the device is quarantined",
+                violation.seq,
+                violation.device,
+                violation.event,
+                violation.reason,
+                violation.detail,
+            )
+        return ok
 
     def _apply_event(self, event_id: str, batch: list[LogEntry], result: ApplyResult) -> None:
         if self.lazy_apply:

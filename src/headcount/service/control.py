@@ -8,7 +8,12 @@ data directory (owner-only) and accepts one JSON request per line:
 "gate"?, "method"?, "scan_id"?, "at_ms"?, "allow_unknown"?}``, ``{"op": "retry"}``,
 ``{"op": "upsert", "event", "participant", "fields"}``, ``{"op": "view", "event"}``,
 ``{"op": "compact", "events"?: [...]}`` (a run of the compaction job now, on
-the loop's thread like the scheduled ones; all events by default).
+the loop's thread like the scheduled ones; all events by default),
+``{"op": "revoke", "device", "serial"?: hex, "reason"?}`` (an admin daemon
+signs a revocation record, keeps, enforces and gossips it),
+``{"op": "import_revocations", "records": [{"body", "sig", "cert"}, ...]}``
+(records signed elsewhere, base64, at most 32 per request) and
+``{"op": "revocations"}`` (the records held, the devices revoked, what was refused).
 
 Every reply is one JSON line: the result, or ``{"error": {"code", "message"}}``.
 A scan is acknowledged only after the replica made it durable.
@@ -26,18 +31,25 @@ from typing import Any, Protocol
 
 from headcount.core.errors import HeadcountError, InputError, StoreError
 from headcount.net.node import Node
+from headcount.pki.revocation_file import record_from_dict
+from headcount.pki.revocation_record import SignedRevocation
 from headcount.replica.compaction import events_to_compact, log_size
 from headcount.replica.replica import Replica
 
 from .housekeeping import Housekeeping, compaction_report
 
 MAX_REQUEST = 64 * 1024
+MAX_IMPORT_RECORDS = 32  # revocation records per import request (well within MAX_REQUEST)
 
 
 class _Daemon(Protocol):
     replica: Replica
     node: Node
     housekeeping: Housekeeping
+
+    def revoke(self, device_id: str, serial: int | None, reason: str) -> dict[str, Any]: ...
+    def import_revocations(self, records: list[SignedRevocation]) -> dict[str, Any]: ...
+    def revocation_status(self) -> dict[str, Any]: ...
 
 
 class ControlServer:
@@ -136,6 +148,8 @@ class ControlServer:
                 "log": [log_size(replica, e).to_dict() for e in replica.events()],
                 "peers": node.status(),
                 "listen_port": node.port,
+                "revocations": self.daemon.revocation_status(),
+                "refused": refusal_status(replica),
             }
         if op == "retry":
             node.retry_now()
@@ -187,7 +201,35 @@ class ControlServer:
                 "conflicts": [c.to_dict() for c in ev.conflicts()],
                 "version_vector": replica.version_vector(event),
             }
+        if op in ("revoke", "import_revocations", "revocations"):
+            return self._revocations(op, request)
         raise InputError(f"unknown op {op!r}")
+
+    def _revocations(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``revoke``, ``import_revocations`` and ``revocations``.
+
+        Raises:
+            InputError: a malformed request.
+            HeadcountError: the daemon refused (``not_admin``, a refused record).
+        """
+        if op == "revocations":
+            return self.daemon.revocation_status()
+        if op == "import_revocations":
+            raw = request.get("records")
+            if not isinstance(raw, list) or len(raw) > MAX_IMPORT_RECORDS:
+                raise InputError(f"records must be a list of at most {MAX_IMPORT_RECORDS}")
+            return self.daemon.import_revocations([record_from_dict(r) for r in raw])
+        device, serial, reason = (request.get(k) for k in ("device", "serial", "reason"))
+        if not isinstance(device, str) or not isinstance(reason or "", str):
+            raise InputError("revoke needs a device id (and optionally a serial and a reason)")
+        if serial is not None:
+            if not isinstance(serial, str):
+                raise InputError("serial must be a hex string")
+            try:
+                serial = int(serial, 16)
+            except ValueError:
+                raise InputError(f"serial {serial!r} is not a hex number") from None
+        return self.daemon.revoke(device, serial, reason or "")
 
 
 def _alive(path: Path) -> bool:
@@ -229,3 +271,24 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 10.0) -> dict[
     if "error" in reply:
         raise HeadcountError(reply["error"]["message"], code=reply["error"]["code"])
     return reply
+
+
+def refusal_status(replica: Replica) -> dict[str, Any]:
+    """Peers' entries refused for what they do (core/validate.py): counts by
+    reason, the latest few, and the devices quarantined per event."""
+    return {
+        "counts": dict(replica.refused),
+        "latest": [
+            {
+                "event": v.event,
+                "device": v.device,
+                "seq": v.seq,
+                "reason": v.reason,
+                "detail": v.detail,
+            }
+            for v in replica.refusals
+        ],
+        "quarantined": {
+            e: sorted(q) for e in replica.events() if (q := replica.store.quarantined(e))
+        },
+    }

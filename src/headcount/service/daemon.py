@@ -16,15 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from headcount.archive.schedule import ArchiveSchedule
 from headcount.backup.schedule import BackupSchedule
-from headcount.core.errors import HeadcountError, InputError
-from headcount.net.node import Node, NodeConfig
+from headcount.core.errors import HeadcountError, InputError, PermissionDeniedError
+from headcount.core.identity import Role
+from headcount.net.node import DEFAULT_SNAPSHOT_BUDGET, Node, NodeConfig
 from headcount.pki.device import load_device_certificate, ssl_context
-from headcount.pki.revocation import RevocationList
-from headcount.pki.verify import ca_key_id, verify_peer_certificate
+from headcount.pki.revocation_file import record_to_dict
+from headcount.pki.revocation_record import SignedRevocation, claim_for, sign_revocation
+from headcount.pki.verify import verify_peer_certificate
+from headcount.protocol.config import DEFAULT_MAX_SNAPSHOT
 from headcount.protocol.session import DEFAULT_ACK_DELAY, SessionConfig
 from headcount.replica.replica import Replica
 
@@ -56,6 +59,8 @@ class DaemonConfig:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     ack_delay: float = DEFAULT_ACK_DELAY
+    max_snapshot: int = DEFAULT_MAX_SNAPSHOT  # incoming snapshot bytes per connection
+    snapshot_budget: int = DEFAULT_SNAPSHOT_BUDGET  # ... and over every connection
     backup: BackupSchedule | None = None  # [backup]: scheduled backups (None: off)
     archive: ArchiveSchedule | None = None  # [archive]: scheduled archiving (None: off)
     # [compaction]: on unless enabled = false (None: off)
@@ -88,6 +93,8 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
             "backoff_base",
             "backoff_max",
             "ack_delay",
+            "max_snapshot",
+            "snapshot_budget",
         },
     )
     unknown = set(raw) - {"data_dir", "network", "sync", "backup", "archive", "compaction"}
@@ -125,7 +132,7 @@ def load_config(path: Path | None, data_dir: Path | None) -> DaemonConfig:
         if value <= 0:
             raise InputError(f"sync.{key} must be positive")
         setattr(config, key, value)
-    for key in ("fanout", "batch_bytes"):
+    for key in ("fanout", "batch_bytes", "max_snapshot", "snapshot_budget"):
         value = _typed(sync, key, int, getattr(config, key))
         if value < 1:
             raise InputError(f"sync.{key} must be at least 1")
@@ -157,28 +164,6 @@ def _typed(table: dict[str, Any], key: str, kind: Any, default: Any) -> Any:
     return value
 
 
-REVOCATIONS_KEY = "revocations"
-
-
-def published_revocations(replica: Replica, org_ca: x509.Certificate) -> RevocationList | None:
-    """The revocation lists an admin published in the events' configuration
-    (key ``revocations``, authority policy), merged; lists of another
-    organisation or malformed ones are ignored."""
-    merged: RevocationList | None = None
-    for event in replica.events():
-        value = replica.event(event).config().get(REVOCATIONS_KEY)
-        if value is None:
-            continue
-        try:
-            found = RevocationList.from_dict(value)
-        except HeadcountError:
-            continue
-        if found.org != ca_key_id(org_ca):
-            continue
-        merged = found if merged is None else merged.merge(found)
-    return merged
-
-
 class Daemon:
     """The running gate: replica + node + discovery + control socket."""
 
@@ -187,12 +172,14 @@ class Daemon:
         self.replica = Replica.open(config.data_dir)
         cert, ca = load_device_certificate(config.data_dir)
         own = verify_peer_certificate(cert, ca, self.replica.wall_clock())
+        self.certificate, self.org_ca = cert, ca
         session = SessionConfig(
             batch_bytes=config.batch_bytes,
             keepalive_interval=config.keepalive_interval,
             idle_timeout=config.idle_timeout,
             anti_entropy_interval=config.gossip_interval * 4,
             ack_delay=config.ack_delay,
+            max_snapshot=config.max_snapshot,
         )
         node_config = NodeConfig(
             listen_host=config.listen_host,
@@ -205,6 +192,7 @@ class Daemon:
             session=session,
             ws_port=config.ws_port,
             ws_peers=config.ws_peers,
+            snapshot_budget=config.snapshot_budget,
         )
         self.node = Node(
             self.replica,
@@ -212,7 +200,6 @@ class Daemon:
             ssl_context(config.data_dir, server_side=True),
             ssl_context(config.data_dir, server_side=False),
             ca,
-            revocations=lambda: published_revocations(self.replica, ca),
             own_identity=own,
         )
         self.housekeeping = Housekeeping(
@@ -250,6 +237,64 @@ class Daemon:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    # -- revocations (the control socket's ``revoke`` and ``import_revocations``) --
+
+    def revoke(self, device_id: str, serial: int | None = None, reason: str = "") -> dict[str, Any]:
+        """Revoke ``device_id`` (or only its certificate ``serial``): a record
+        signed with this admin device's key and certificate, kept, enforced
+        and gossiped to every peer at once.
+
+        Raises:
+            PermissionDeniedError: ``not_admin``: this device is not certified admin.
+            InputError: a malformed device id, serial or reason.
+            HeadcountError: this device's own record was refused (its
+                certificate expired or was revoked: the code says which).
+        """
+        own = self.node.own_identity
+        if own is None or own.role is not Role.ADMIN:
+            role = "device with no certificate" if own is None else own.role.value
+            raise PermissionDeniedError(
+                f"this device ({self.replica.device_id}) is a {role}: only an admin device "
+                "signs revocations. Run `headcount device revoke` against the admin's "
+                "daemon, or sign with the organisation CA offline "
+                "(`headcount device revoke --org-dir ORG DEVICE_ID`) and import the file "
+                "on an admin (`headcount device revoke --import FILE`)",
+                code="not_admin",
+            )
+        claim = claim_for(
+            self.org_ca,
+            device_id,
+            at_ms=self.replica.wall_clock(),
+            signer=self.replica.device_id,
+            serial=serial,
+            reason=reason,
+        )
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        record = sign_revocation(claim, self.replica.identity.private_key, der)
+        intake = self.node.learn_revocations([record])
+        if intake.refused:
+            code, detail = intake.refused[0]
+            raise HeadcountError(f"this device's revocation was refused: {detail}", code=code)
+        return {"record": record_to_dict(record), **self.revocation_status()}
+
+    def import_revocations(self, records: list[SignedRevocation]) -> dict[str, Any]:
+        """Verify and keep records signed elsewhere (by the organisation CA,
+        offline, or by another admin); the valid ones are enforced and
+        gossiped, each refused one is reported."""
+        intake = self.node.learn_revocations(records)
+        refused = [{"code": code, "detail": detail} for code, detail in intake.refused]
+        return {"added": intake.added, "refused": refused, **self.revocation_status()}
+
+    def revocation_status(self) -> dict[str, Any]:
+        """How many records this device holds, the devices they revoke, and
+        what it refused from peers (counts by reason)."""
+        in_force = self.node.revocations()
+        return {
+            "records": len(self.node.log.revocations()),
+            "revoked": [] if in_force is None else [e.to_dict() for e in in_force.entries],
+            "refusals": dict(self.node.refusals),
+        }
 
     async def shutdown(self) -> None:
         with contextlib.suppress(Exception):

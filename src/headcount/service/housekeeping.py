@@ -55,7 +55,7 @@ from .periodic import OnOutcome, Outcome, PeriodicJob, Wait, wait_or_stop
 
 COMPACTION_KEYS = frozenset({"interval", "enabled"})
 SECTIONS = {"backup": BACKUP_KEYS, "archive": ARCHIVE_KEYS, "compaction": COMPACTION_KEYS}
-LOGGERS = ("headcount.jobs", "headcount.archive")
+LOGGERS = ("headcount.jobs", "headcount.archive", "headcount.net")  # net: refusals
 COMPACTION_INTERVAL = "10m"
 COMPACTION_JOURNAL = "compaction.jsonl"  # in the data directory
 
@@ -75,8 +75,9 @@ class _Stderr(logging.StreamHandler):
 
 
 def log_to_stderr(*names: str) -> None:
-    """Log the scheduled jobs' and the archive's records as JSON lines on stderr
-    (``headcount run``, ``headcount archive``), once per logger."""
+    """Log the scheduled jobs' and the archive's records, and what the node
+    refused from peers, as JSON lines on stderr (``headcount run``,
+    ``headcount archive``), once per logger."""
     from headcount.relay.http.ops import JsonFormatter
 
     for name in names or LOGGERS:

@@ -27,17 +27,12 @@ only on the seed.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-from pycrdt import Doc
-
-from headcount.core import eventdoc
 from headcount.core.event import IMPORT_CHUNK, Event
 from headcount.core.eventdoc import EventDoc
 from headcount.core.hlc import HybridClock
@@ -77,30 +72,16 @@ class Workload:
         return sorted(self.writes, key=lambda w: (w.at, w.order))
 
 
-@contextlib.contextmanager
-def _seeded_doc(client_id: int) -> Iterator[None]:
-    """Make the next ``EventDoc`` use ``client_id`` (EventDoc takes none)."""
-    # EventDoc calls the ``Doc`` of its module's namespace: swap it there
-    # (through the namespace: the module does not export ``Doc``).
-    namespace = vars(eventdoc)
-    original = namespace["Doc"]
-    namespace["Doc"] = partial(Doc, client_id=client_id)
-    try:
-        yield
-    finally:
-        namespace["Doc"] = original
-
-
 Op = tuple[float, int, str, Any]  # (at, priority, kind, argument)
 
 
 class _Generator:
     """The writing side of one node: its own event document."""
 
-    def __init__(self, node: int, device: str, role: str, rng: random.Random) -> None:
+    def __init__(self, node: int, device: str, role: str) -> None:
         self.node = node
-        with _seeded_doc(rng.getrandbits(31) + 1):
-            self.event = Event(EventDoc(EVENT, device, role, HybridClock()))
+        # The Y client id derives from the device id: deterministic already.
+        self.event = Event(EventDoc(EVENT, device, role, HybridClock()))
         self.ops: list[Op] = []
 
     def run(self, rng: random.Random, out: list[Write]) -> None:
@@ -152,7 +133,7 @@ def make_workload(
     def gen(node: int) -> _Generator:
         if node not in gens:
             role = "admin" if node == admin else "gate"
-            gens[node] = _Generator(node, devices[node], role, rng)
+            gens[node] = _Generator(node, devices[node], role)
         return gens[node]
 
     n_import, n_edit = _split(kind, updates)

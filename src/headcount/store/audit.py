@@ -5,12 +5,19 @@ One row per ``POST /api/attendance/sync`` that reached the handler: who
 ``errors``), when (``at_ms``), from which devices (``devices``), the request
 id and the outcome (``ok`` or the error code of a refused request). Rows are
 committed before the response is sent.
+
+Each row names the events it concerns (``events``, a JSON list; empty for a
+row tied to none) and the client's address (``source``), so that a reader
+can be shown only the rows of the events its grant covers
+(:meth:`AuditLog.query` with ``events``). Files written before these columns
+existed gain them on open; their rows concern no event.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +34,26 @@ CREATE TABLE IF NOT EXISTS sync_audit (
     conflicts INTEGER NOT NULL,
     errors INTEGER NOT NULL,
     status INTEGER NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    events TEXT NOT NULL DEFAULT '[]',
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS sync_audit_user ON sync_audit(user, at_ms);
 """
+# Columns added after the first release, with their definitions (added on open).
+_ADDED = {"events": "TEXT NOT NULL DEFAULT '[]'", "source": "TEXT"}
+# A row is in scope when it names at least one event and every one is granted.
+_IN_SCOPE = (
+    "json_array_length(events) > 0 AND NOT EXISTS (SELECT 1 FROM json_each(sync_audit.events)"
+    " WHERE value NOT IN (SELECT value FROM json_each(?)))"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One audited sync request. ``user`` is None if authentication failed."""
+    """One audited sync request. ``user`` is None if authentication failed;
+    ``events`` the events it concerns (empty: none); ``source`` the client's
+    address, if known."""
 
     request_id: str
     at_ms: int
@@ -48,6 +66,8 @@ class AuditRecord:
     errors: int
     status: int
     outcome: str
+    events: tuple[str, ...] = ()
+    source: str | None = None
 
 
 class AuditLog:
@@ -62,12 +82,17 @@ class AuditLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(sync_audit)")}
+        for column, definition in _ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE sync_audit ADD COLUMN {column} {definition}")
 
     def record(self, row: AuditRecord) -> None:
         """Append ``row`` durably."""
         self._db.execute(
             "INSERT INTO sync_audit (request_id, at_ms, user, role, devices, records, synced,"
-            " conflicts, errors, status, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " conflicts, errors, status, outcome, events, source)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.request_id,
                 row.at_ms,
@@ -80,6 +105,8 @@ class AuditLog:
                 row.errors,
                 row.status,
                 row.outcome,
+                json.dumps(list(row.events)),
+                row.source,
             ),
         )
 
@@ -90,11 +117,14 @@ class AuditLog:
         outcome: str | None = None,
         since_ms: int | None = None,
         until_ms: int | None = None,
+        events: Collection[str] | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
         """Rows matching every given filter, oldest first, at most ``limit``.
 
-        ``since_ms`` is inclusive, ``until_ms`` exclusive.
+        ``since_ms`` is inclusive, ``until_ms`` exclusive. ``events`` (None:
+        no restriction) keeps only the rows that name at least one event and
+        no event outside it.
         """
         where, args = [], []
         for clause, value in (
@@ -106,13 +136,33 @@ class AuditLog:
             if value is not None:
                 where.append(clause)
                 args.append(value)
+        if events is not None:
+            where.append(_IN_SCOPE)
+            args.append(json.dumps(sorted(events)))
         sql = "SELECT request_id, at_ms, user, role, devices, records, synced, conflicts, errors,"
-        sql += " status, outcome FROM sync_audit"
+        sql += " status, outcome, events, source FROM sync_audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id LIMIT ?"
         rows = self._db.execute(sql, [*args, limit]).fetchall()
-        return [AuditRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), *r[5:]) for r in rows]
+        return [
+            AuditRecord(
+                request_id=r[0],
+                at_ms=r[1],
+                user=r[2],
+                role=r[3],
+                devices=tuple(json.loads(r[4])),
+                records=r[5],
+                synced=r[6],
+                conflicts=r[7],
+                errors=r[8],
+                status=r[9],
+                outcome=r[10],
+                events=tuple(json.loads(r[11])),
+                source=r[12],
+            )
+            for r in rows
+        ]
 
     def close(self) -> None:
         """Close the database. Idempotent."""

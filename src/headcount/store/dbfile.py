@@ -15,12 +15,14 @@ live file under the data directory's lock before swapping the staged one in.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from headcount.core.errors import StoreError
+from headcount.core.files import OPEN_TO_OTHERS, create_private_file, tighten_private_file
 
 from . import deltarows, eventrows
 from .deltarows import DeltaRows
@@ -28,6 +30,10 @@ from .eventrows import EventRows
 from .eventstate import EventState, chain_tip, event_states, hash_at
 from .meta import read_meta, write_meta
 from .peers import Archived, read_acks, read_archived, read_public_key
+
+STORE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")  # the database and SQLite's companions
+
+log = logging.getLogger(__name__)
 
 
 class StoreFile:
@@ -232,6 +238,10 @@ def copy_store(source: Path, target: Path) -> int:
     Raises:
         StoreError: no store at ``source``, or it cannot be opened.
     """
+    try:
+        create_private_file(target)
+    except OSError as exc:
+        raise StoreError(f"cannot create {target}: {exc.strerror}") from None
     with (
         StoreFile.open_read_only(source) as src,
         StoreFile(sqlite3.connect(target, isolation_level=None), target) as copy,
@@ -241,7 +251,49 @@ def copy_store(source: Path, target: Path) -> int:
         return copy.schema_version
 
 
+def open_private(path: Path) -> None:
+    """Make sure the store at ``path`` is 0600, before SQLite opens it: create
+    it so if it does not exist (SQLite gives the ``-wal`` and ``-shm`` files
+    it creates the database file's mode), and tighten it and its companions
+    if group or others may access them (a store from before this check, or
+    copied by hand), with a warning.
+
+    Raises:
+        StoreError: it could not be created.
+    """
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
+    tighten_store_files(path)
+
+
+def tighten_store_files(path: Path) -> None:
+    """Take group and other permissions off the store at ``path`` and its
+    ``-wal``, ``-shm`` and ``-journal`` files, logging a warning for each
+    one that had them (or could not be changed: it belongs to another user)."""
+    for suffix in STORE_FILE_SUFFIXES:
+        file = Path(f"{path}{suffix}")
+        try:
+            old = tighten_private_file(file)
+        except OSError as exc:
+            log.warning(
+                "store file %s is accessible by other users and cannot be made private: %s",
+                file,
+                exc.strerror,
+            )
+            continue
+        if old is not None:
+            log.warning(
+                "store file %s was accessible by other users (mode %04o): tightened to %04o",
+                file,
+                old,
+                old & ~OPEN_TO_OTHERS,
+            )
+
+
 def _connect(path: Path, mode: str, *pragmas: str) -> sqlite3.Connection:
+    tighten_store_files(path)
     try:
         uri = f"{path.resolve().as_uri()}?mode={mode}"
         db = sqlite3.connect(uri, uri=True, isolation_level=None)

@@ -2,8 +2,8 @@
 
 :func:`extract` reads, per event, the log entries beyond a base's version
 vector (with their hashes), the signed heads above it, the small tables
-whole (events, known devices, quarantined devices) and the clock's
-high-water mark; :func:`apply` writes such rows into a store. Neither checks
+whole (events, known devices, quarantined devices, revocation records) and
+the clock's high-water mark; :func:`apply` writes such rows into a store. Neither checks
 hash chains: the backup package does (it owns the format and its errors),
 with :func:`~headcount.store.eventstate.hash_at` and
 :func:`~headcount.store.eventstate.chain_tip`.
@@ -21,6 +21,7 @@ from headcount.core.errors import StoreError
 
 from .meta import read_int_meta, write_meta
 from .peers import UPSERT_DEVICE
+from .revocations import INSERT_REVOCATION
 
 CONSTRAINT_FAILED = "constraint_failed"
 
@@ -33,7 +34,9 @@ class DeltaRows:
     entries were applied (causal); ``heads``: ``[event, device, seq, hash, sig]``;
     ``events``: ``[event, created_ms]``; ``devices``: ``[device, public_key,
     role, added_ms, cert]``; ``quarantine``: ``[event, device, seq,
-    detected_ms]``; ``hlc``: the clock's high-water mark.
+    detected_ms]``; ``hlc``: the clock's high-water mark; ``revocations``:
+    ``[digest, body, sig, cert, added_ms]`` (verified when they were first
+    written; empty in incrementals made before they existed).
     """
 
     log: Sequence[Sequence[Any]]
@@ -42,6 +45,7 @@ class DeltaRows:
     devices: Sequence[Sequence[Any]]
     quarantine: Sequence[Sequence[Any]]
     hlc: int
+    revocations: Sequence[Sequence[Any]] = ()
 
 
 def extract(db: sqlite3.Connection, base: Mapping[str, Mapping[str, int]]) -> DeltaRows:
@@ -50,7 +54,8 @@ def extract(db: sqlite3.Connection, base: Mapping[str, Mapping[str, int]]) -> De
     reads agree.
 
     Returns:
-        Log entries and heads above ``base``; events, devices and quarantine whole.
+        Log entries and heads above ``base``; events, devices, quarantine and
+        revocation records whole.
     """
     log: list[list[Any]] = []
     heads: list[list[Any]] = []
@@ -85,13 +90,20 @@ def extract(db: sqlite3.Connection, base: Mapping[str, Mapping[str, int]]) -> De
             list(r) for r in db.execute("SELECT event, device, seq, detected_ms FROM quarantine")
         ],
         hlc=read_int_meta(db, "hlc"),
+        revocations=[
+            [bytes(d), bytes(b), bytes(s), None if c is None else bytes(c), ms]
+            for d, b, s, c, ms in db.execute(
+                "SELECT digest, body, sig, cert, added_ms FROM revocations ORDER BY id"
+            )
+        ],
     )
 
 
 def apply(db: sqlite3.Connection, rows: DeltaRows) -> None:
     """Write ``rows`` into ``db`` inside the caller's transaction: new events
-    and entries, heads and quarantine kept if already there, devices
-    updated (a certificate never forgotten), the clock's mark raised.
+    and entries, heads, quarantine and revocation records kept if already
+    there, devices updated (a certificate never forgotten), the clock's mark
+    raised.
 
     Raises:
         StoreError: ``constraint_failed``: a row breaks a constraint of the
@@ -116,6 +128,7 @@ def apply(db: sqlite3.Connection, rows: DeltaRows) -> None:
             "INSERT OR IGNORE INTO quarantine(event, device, seq, detected_ms) VALUES (?,?,?,?)",
             rows.quarantine,
         )
+        db.executemany(INSERT_REVOCATION, rows.revocations)
     except sqlite3.IntegrityError as exc:
         raise StoreError(str(exc), code=CONSTRAINT_FAILED) from None
     write_meta(db, "hlc", max(rows.hlc, read_int_meta(db, "hlc")))

@@ -27,6 +27,7 @@ from headcount.core.chain import Head
 from headcount.core.model import LogEntry
 
 from .log import Snapshot
+from .revocations import RevocationRow
 
 
 class LogStore(Protocol):
@@ -100,6 +101,10 @@ class LogStore(Protocol):
     def remove_event(self, event: str, archived_ms: int, location: str) -> None: ...
     def archived(self) -> dict[str, tuple[int, str, dict[str, int]]]: ...
     def unarchive(self, event: str) -> None: ...
+
+    # the organisation's signed revocation records (verified by the caller)
+    def add_revocations(self, rows: Iterable[RevocationRow], now_ms: int) -> int: ...
+    def revocations(self) -> list[RevocationRow]: ...
 
 
 __all__ = ["LogStore"]

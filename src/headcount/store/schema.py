@@ -102,6 +102,18 @@ MIGRATIONS: list[str] = [
         vv BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: the organisation's signed revocation records (verified before they
+    # are written; kept in the order they were learnt, never deleted)
+    """
+    CREATE TABLE revocations (
+        id INTEGER PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        body BLOB NOT NULL,
+        sig BLOB NOT NULL,
+        cert BLOB,
+        added_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -32,9 +32,11 @@ from pathlib import Path
 
 from headcount.core.errors import StoreError
 
+from .dbfile import open_private
 from .log import Durability, LogTables, Snapshot
 from .meta import read_meta, write_meta
 from .peers import Horizon, PeerTables
+from .revocations import RevocationTables
 from .schema import FIXUPS, MIGRATIONS
 
 DB_FILE = "headcount.db"
@@ -42,7 +44,7 @@ DB_FILE = "headcount.db"
 __all__ = ["DB_FILE", "MIGRATIONS", "Durability", "Horizon", "Snapshot", "Store"]
 
 
-class Store(LogTables, PeerTables):
+class Store(LogTables, PeerTables, RevocationTables):
     """One device's SQLite database.
 
     Raises:
@@ -80,6 +82,7 @@ class Store(LogTables, PeerTables):
         self.commit_gen = 0  # commits made
         self.synced_gen = 0  # commits known to be on disk
         self._commit_of: dict[str | None, int] = {}  # per event, its last unsynced commit
+        open_private(path)  # 0600, and so the -wal and -shm files SQLite creates
         try:
             # Private: callers outside the store package get methods, never SQL.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -12,8 +12,9 @@ The handlers live with their resource:
 * :mod:`.conflicts` -- open conflicts and their resolution;
 * :mod:`.audit_trail` -- ``GET /api/audit``.
 
-Operations routes (``/metrics``, ``/healthz``, ``/readyz``) are added by
-:func:`.ops.install`.
+Probes (``/healthz``, ``/readyz``) are added by :func:`.ops.install`;
+``/metrics`` is served only by :func:`.ops.operations_app`, on a listener
+of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from headcount.replica.replica import Replica, wall_clock_ms
 from headcount.store.audit import AuditLog
 
 from .audit_trail import audit_trail
-from .common import STATE, ApiLimits, ApiState, SyncObserver
+from .common import STATE, ApiLimits, ApiObserver, ApiState
 from .conflicts import conflicts, resolve
 from .envelope import envelope
 from .reads import attendance, devices, participants
@@ -57,7 +58,7 @@ def create_app(
     limits: ApiLimits | None = None,
     audit: AuditLog | None = None,
     clock: Callable[[], int] = wall_clock_ms,
-    metrics: SyncObserver | None = None,
+    metrics: ApiObserver | None = None,
     on_write: Callable[[str], None] | None = None,
 ) -> web.Application:
     """The HTTP API application.
@@ -69,7 +70,8 @@ def create_app(
             user, 1 MiB bodies, 500 records).
         audit: where sync requests are recorded (None: not recorded).
         clock: wall time in ms (token expiry, rate limit, timestamps).
-        metrics: counts sync outcomes, latency and rate-limit rejections
+        metrics: counts sync outcomes, latency, rate-limit rejections,
+            unauthenticated requests and unwritten audit rows
             (:class:`.ops.Metrics`; None: not counted).
         on_write: called with each event that received new scans (the relay
             pushes them to the connected devices at once).

@@ -1,7 +1,14 @@
 """``GET /api/audit?user=&outcome=&from=&to=&limit=``: who synced what, when,
 from which devices, with which outcome (admin tokens only; times in epoch
-milliseconds, ``from`` inclusive, ``to`` exclusive). The trail itself is
-written by :mod:`.sync_handler` into :class:`headcount.store.audit.AuditLog`.
+milliseconds from 0 to 2^53 - 1, ``from`` inclusive, ``to`` exclusive). The
+trail itself is written by :mod:`.sync_handler` into
+:class:`headcount.store.audit.AuditLog`.
+
+An admin token sees the rows of the events it grants: a row whose events are
+all granted. A token granting every event (``"*"``) sees every row, including
+the rows tied to no event (requests refused before authentication, and those
+of a ``"*"`` token that named no event); a token granting a list of events
+never sees those.
 """
 
 from __future__ import annotations
@@ -10,36 +17,33 @@ from aiohttp import web
 
 from headcount.relay.tokens import UserRole
 
-from .common import STATE, authenticate, ok
+from .common import STATE, authenticate_request, int_param, ok
 from .errors import ApiError
 from .paging import page_limit
 
+MAX_MS = 2**53 - 1  # the largest time a JSON client reads exactly
+
 
 async def audit_trail(request: web.Request) -> web.Response:
-    """The audit records matching the query, oldest first.
+    """The audit records matching the query and the token's events, oldest first.
 
     Raises:
         ApiError: 401; 403 ``forbidden`` (not an admin token); 404
             ``no_audit`` (the relay keeps no trail); 400 ``invalid_parameter``.
     """
     state = request.app[STATE]
-    claims = authenticate(state.tokens, request.headers.get("Authorization"), state.clock())
+    claims = authenticate_request(request, state.clock())
     if claims.role is not UserRole.ADMIN:
         raise ApiError(403, "forbidden", "the audit trail needs an admin token")
     if state.audit is None:
         raise ApiError(404, "no_audit", "this relay keeps no audit trail")
     query = request.query
-    bounds: dict[str, int | None] = {}
-    for name in ("from", "to"):
-        raw = query.get(name)
-        if raw is not None and not raw.isdigit():
-            raise ApiError(400, "invalid_parameter", f"{name} must be epoch milliseconds")
-        bounds[name] = int(raw) if raw is not None else None
     rows = state.audit.query(
         user=query.get("user"),
         outcome=query.get("outcome"),
-        since_ms=bounds["from"],
-        until_ms=bounds["to"],
+        since_ms=int_param(request, "from", 0, MAX_MS),
+        until_ms=int_param(request, "to", 0, MAX_MS),
+        events=claims.events,
         limit=page_limit(request),
     )
     data = [
@@ -49,12 +53,14 @@ async def audit_trail(request: web.Request) -> web.Response:
             "user": r.user,
             "role": r.role,
             "devices": list(r.devices),
+            "events": list(r.events),
             "records": r.records,
             "synced": r.synced,
             "conflicts": r.conflicts,
             "errors": r.errors,
             "status": r.status,
             "outcome": r.outcome,
+            "source": r.source,
         }
         for r in rows
     ]

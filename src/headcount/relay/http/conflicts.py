@@ -14,13 +14,13 @@ authentication and the event as in :func:`.common.event_context`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from headcount.core.errors import InputError, NotFoundError, PermissionDeniedError
 
+from . import strictjson
 from .common import STATE, event_context, ok, read_body
 from .errors import ApiError
 
@@ -67,12 +67,10 @@ def _resolution(body: bytes) -> dict[str, Any]:
     """The keyword arguments of ``resolve_conflict`` from a request body.
 
     Raises:
-        ApiError: 400 ``malformed_json`` / ``invalid_request``.
+        ApiError: 400 ``malformed_json`` (see :func:`.strictjson.loads`) /
+            ``invalid_request``.
     """
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+    doc = strictjson.loads(body)
     given = set(doc) & {"choose", "value", "restore"} if isinstance(doc, dict) else set()
     if not isinstance(doc, dict) or len(given) != 1 or set(doc) != given:
         raise ApiError(

@@ -3,10 +3,17 @@
 Wiring, for a driver::
 
     metrics = Metrics()
+    checks = {"replica": replica_open(replica), "node": node_serving(node)}
     app = create_app(replica, tokens, metrics=metrics)
-    install(app, metrics, {"replica": replica_open(replica), "node": node_serving(node)})
+    install(app, metrics, checks)          # probes and access logs on the API's port
+    ops = operations_app(metrics, checks)  # /metrics too: serve it on 127.0.0.1
     # every few seconds:
     collect_from_node(metrics, node, replica)
+
+``/metrics`` is served only by :func:`operations_app`, which the relay runs
+on a listener of its own (``ops`` in relay.toml, 127.0.0.1 by default): the
+public port never tells who is connected, how far behind, or the events'
+names.
 
 Every metric lives in the :class:`Metrics` object's own registry, never in
 ``prometheus_client``'s global one, so several apps (and tests) never clash.
@@ -36,7 +43,7 @@ from prometheus_client import (
 
 from headcount.replica.replica import Replica
 
-from .common import USER_KEY
+from .common import USER_KEY, route_name
 from .envelope import REQUEST_ID_HEADER
 
 if TYPE_CHECKING:
@@ -128,6 +135,24 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self.unauthenticated = Counter(
+            "headcount_http_unauthenticated_requests",
+            "API requests refused for want of a valid token, by route and reason.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.audit_skipped = Counter(
+            "headcount_audit_rows_skipped",
+            "Refused sync requests left out of the audit trail (throttled), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.header_timeouts = Counter(
+            "headcount_http_header_timeouts",
+            "Connections closed for not sending a request's headers in time, by listener.",
+            ["listener"],
+            registry=r,
+        )
         self.http_latency = Histogram(
             "headcount_http_request_duration_seconds",
             "HTTP request handling time.",
@@ -151,6 +176,14 @@ class Metrics:
             self.rate_limited.inc()
         self.bytes_in.labels("http").inc(body_bytes)
         self.sync_latency.observe(seconds)
+
+    def observe_unauthenticated(self, route: str, reason: str) -> None:
+        """Count one request refused with 401 (called by the API)."""
+        self.unauthenticated.labels(route, reason).inc()
+
+    def observe_audit_skipped(self, reason: str) -> None:
+        """Count one refusal that got no audit row (called by the API)."""
+        self.audit_skipped.labels(reason).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -291,7 +324,7 @@ def access_middleware(metrics: Metrics) -> Any:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            route = _route(request)
+            route = route_name(request)
             metrics.http_requests.labels(route, request.method, str(status)).inc()
             metrics.http_latency.labels(route, request.method).observe(elapsed)
             rid = (response.headers.get(REQUEST_ID_HEADER) if response is not None else None) or (
@@ -316,16 +349,23 @@ def access_middleware(metrics: Metrics) -> Any:
     return middleware
 
 
-def _route(request: web.Request) -> str:
-    """The route template (bounded label values), or ``unmatched``."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
 def install(app: web.Application, metrics: Metrics, ready_checks: ReadyChecks) -> None:
-    """Add ``/metrics``, ``/healthz``, ``/readyz`` and the access middleware
-    (outermost, so it sees the final status and request id) to ``app``."""
-    app.router.add_get("/metrics", metrics_handler(metrics))
+    """Add ``/healthz``, ``/readyz`` and the access middleware (outermost, so
+    it sees the final status and request id) to ``app``, the public one:
+    no ``/metrics`` (see :func:`operations_app`)."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz_handler(ready_checks))
     app.middlewares.insert(0, access_middleware(metrics))
+
+
+def operations_app(metrics: Metrics, ready_checks: ReadyChecks) -> web.Application:
+    """The application of the operations listener: ``/metrics``, ``/healthz``
+    and ``/readyz``, counted and logged like the API's requests.
+
+    It has no authentication: serve it where only operators reach it
+    (the relay binds it to 127.0.0.1 unless told otherwise).
+    """
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(metrics))
+    install(app, metrics, ready_checks)
+    return app

@@ -39,7 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import EventContext, ok
+from . import strictjson
+from .common import EventContext, int_param, ok
 from .errors import ApiError
 
 DEFAULT_LIMIT = 100
@@ -59,16 +60,8 @@ def page_limit(request: web.Request) -> int:
     Raises:
         ApiError: 400 ``invalid_parameter`` outside 1..:data:`MAX_LIMIT`.
     """
-    raw = request.query.get("limit")
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_LIMIT:
-        raise ApiError(400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return value
+    value = int_param(request, "limit", 1, MAX_LIMIT)
+    return DEFAULT_LIMIT if value is None else value
 
 
 def encode_since(pos: Position) -> str:
@@ -144,8 +137,8 @@ def _encode(obj: dict[str, Any]) -> str:
 def _decode(text: str) -> dict[str, Any] | None:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        obj = json.loads(raw)
-    except (binascii.Error, ValueError):
+        obj = strictjson.loads(raw, what="the token")
+    except (binascii.Error, ValueError, ApiError):
         return None
     if not isinstance(obj, dict) or obj.get("v") != _CURSOR_VERSION:
         return None

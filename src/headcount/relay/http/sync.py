@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from headcount.core.ids import check_id, parse_scan_id
 from headcount.relay.tokens import Claims, UserRole
 from headcount.replica.replica import Replica
 
+from . import strictjson
 from .errors import ApiError
 
 GATE = "cloud-api"
@@ -62,6 +62,7 @@ METHOD = "manual"
 # (those are checked by core.identity.check_device_id).
 MAX_DEVICE_LEN = 64
 STRATEGIES = frozenset({"server_wins", "client_wins", "manual"})
+MAX_SHOWN = 64  # characters of a client's value quoted back in an error message
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +106,11 @@ def parse_request(body: bytes, max_records: int) -> list[SyncRecord]:
     """The records of a request body, every one validated.
 
     Raises:
-        ApiError: 400 ``malformed_json`` / ``invalid_request`` /
+        ApiError: 400 ``malformed_json`` (not JSON, non-finite numbers, nested
+            deeper than :data:`.strictjson.MAX_DEPTH`) / ``invalid_request`` /
             ``invalid_record``; 413 ``too_many_records`` above ``max_records``.
     """
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+    doc = strictjson.loads(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
         raise ApiError(400, "invalid_request", 'the body must be an object with a "records" list')
     records = doc["records"]
@@ -144,12 +143,15 @@ def _record(index: int, raw: object) -> SyncRecord:
     version = raw.get("syncVersion", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise _bad(where, "syncVersion must be a positive integer")
-    if raw.get("conflictResolutionStrategy", "server_wins") not in STRATEGIES:
+    strategy = raw.get("conflictResolutionStrategy", "server_wins")
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise _bad(where, f"conflictResolutionStrategy must be one of {sorted(STRATEGIES)}")
     key = raw.get("id")
     if key is not None:
+        if not isinstance(key, str) or len(key) > MAX_SHOWN:
+            raise _bad(where, "id must be a UUID v4 string")
         try:
-            key = parse_scan_id(key if isinstance(key, str) else repr(key))
+            key = parse_scan_id(key)
         except InputError as exc:
             raise _bad(where, f"id: {exc.message}") from None
     return SyncRecord(index, key or "", event, user, device, clock_in, clock_out, client_ms)
@@ -165,15 +167,16 @@ def _str(raw: Mapping[str, Any], name: str, where: str) -> str:
 def _time(raw: Mapping[str, Any], name: str, where: str) -> int:
     """An ISO 8601 timestamp with a timezone, in ms since the epoch."""
     text = _str(raw, name, where)
+    shown = repr(text) if len(text) <= MAX_SHOWN else repr(text[:MAX_SHOWN]) + "..."
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise _bad(where, f"{name} {text!r} is not an ISO 8601 timestamp") from None
+        raise _bad(where, f"{name} {shown} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
-        raise _bad(where, f"{name} {text!r} has no timezone")
+        raise _bad(where, f"{name} {shown} has no timezone")
     ms = int(parsed.timestamp() * 1000)
     if ms <= 0:
-        raise _bad(where, f"{name} {text!r} is before 1970")
+        raise _bad(where, f"{name} {shown} is before 1970")
     return ms
 
 

@@ -15,8 +15,18 @@ A request is handled in this order, each step answering on failure:
 
 Steps 1-5 write nothing. The replica is synchronous: step 6 runs on the
 event loop without awaiting, so concurrent requests never interleave their
-writes. Every request that reaches the handler is written to the audit
-trail, refused or not.
+writes.
+
+Every request that passes steps 1 and 2 is written to the audit trail
+(one durable row), refused later or not; the rate limit bounds how many a
+user can cause. A refusal at step 1 or 2 costs its sender nothing, so it
+gets a row only as :class:`headcount.relay.throttle.AuditThrottle` admits:
+at most one per client address (step 1) or user (step 2) and reason per
+interval, and a bounded number in all; the metrics count every refusal and
+every row left out. A row names the events of the request's records or,
+when there are none, those its token grants (none for a ``"*"`` token or no
+token); the audit trail shows a row to the admins whose tokens grant all of
+them (see :mod:`.audit_trail`).
 """
 
 from __future__ import annotations
@@ -28,10 +38,14 @@ from aiohttp import web
 from headcount.relay.tokens import Claims
 from headcount.store.audit import AuditRecord
 
-from .common import STATE, USER_KEY, ApiState, authenticate, iso, read_body
+from .common import STATE, ApiState, authenticate_request, iso, read_body
 from .envelope import REQUEST_ID_KEY
 from .errors import ApiError
 from .sync import SyncRecord, apply, authorize, parse_request
+
+# Authenticated refusals whose rows are throttled too (keyed by user): a user
+# over the rate limit must not buy a durable write per request either.
+THROTTLED_OUTCOMES = frozenset({"rate_limited"})
 
 
 async def handle_sync(request: web.Request) -> web.Response:
@@ -48,8 +62,7 @@ async def handle_sync(request: web.Request) -> web.Response:
     status = 500
     started = time.perf_counter()
     try:
-        claims = authenticate(state.tokens, request.headers.get("Authorization"), now)
-        request[USER_KEY] = claims.user
+        claims = authenticate_request(request, now)
         wait = state.rate.take(claims.user, now)
         if wait:
             raise ApiError(
@@ -92,6 +105,13 @@ def _audit(
 ) -> None:
     if state.audit is None:
         return
+    source = request.remote or "unknown"
+    if not _admitted(state, source, claims, outcome, now):
+        return
+    if records:
+        events: tuple[str, ...] = tuple(sorted({r.event for r in records}))
+    else:
+        events = tuple(sorted(claims.events)) if claims and claims.events else ()
     state.audit.record(
         AuditRecord(
             request_id=request[REQUEST_ID_KEY],
@@ -105,5 +125,22 @@ def _audit(
             errors=counts[2],
             status=status,
             outcome=outcome,
+            events=events,
+            source=source,
         )
     )
+
+
+def _admitted(state: ApiState, source: str, claims: Claims | None, outcome: str, now: int) -> bool:
+    """Whether this request's row is written: always for an authenticated
+    request, except the throttled outcomes; a refusal before authentication
+    or a throttled one as :attr:`.common.ApiState.refusals` admits (counted
+    in the metrics when not)."""
+    if claims is not None and outcome not in THROTTLED_OUTCOMES:
+        return True
+    who = source if claims is None else f"user:{claims.user}"
+    if state.refusals.admit(who, outcome, now):
+        return True
+    if state.metrics is not None:
+        state.metrics.observe_audit_skipped(outcome)
+    return False
