@@ -641,12 +641,15 @@ def test_every_single_bit_flip_of_genuine_updates_decodes_or_is_refused() -> Non
                 decodes_or_refuses(bytes(flipped))
 
 
-def _common_update(writer: int, other: int, values: list[str]) -> bytes:
-    """One transaction appending ``values`` after another client's item."""
+def _common_update(writer: int, other: int, values: list[str], before: int = 0) -> bytes:
+    """One transaction appending ``values`` after another client's item
+    (after ``before`` earlier appends of the writer: clocks beyond one byte)."""
     first: Doc = Doc(client_id=other)
-    first.get("s", type=Array).append("o")
+    first.get("s", type=Array).extend(["o"] * (1 + before))
     doc: Doc = Doc(client_id=writer)
     doc.apply_update(first.get_update())
+    if before:
+        doc.get("s", type=Array).extend(["w"] * before)
     seen: list[bytes] = []
     sub = doc.observe(lambda event: seen.append(event.update))
     doc.get("s", type=Array).extend(values)
@@ -670,14 +673,15 @@ def _outcome(decode: Callable[[bytes], DecodedUpdate], data: bytes) -> DecodedUp
         st.tuples(st.sampled_from(["set", "insert", "delete"]), FRACTION, st.integers(0, 255)),
         max_size=2,
     ),
+    before=st.sampled_from([0, 200]),
 )
 def test_the_fast_path_decodes_as_the_general_one(
-    writer: int, other: int, values: list[str], edits: list[tuple[str, float, int]]
+    writer: int, other: int, values: list[str], edits: list[tuple[str, float, int]], before: int
 ) -> None:
     """``decode_update`` reads the common append on a fast path: on the
     genuine update and on mutations of it, it must agree with the general
     decoder (called directly here)."""
-    data = bytearray(_common_update(writer, other, values))
+    data = bytearray(_common_update(writer, other, values, before))
     if not edits and 0 < len(values) < 16 and writer != other:
         assert ydecode._one_append(bytes(data), 1, 15) is not None  # the fast path is taken
     for kind, where, byte in edits:
@@ -1002,3 +1006,12 @@ def test_yrs_keeps_the_last_delete_set_entry_of_a_client() -> None:
     twice = update(three, deletes=delete_set((7, [(0, 1)]), (7, [(2, 1)])))
     assert _apply(twice) == ["x", "y"]  # the first entry, deleting "x", is ignored
     refused(twice)
+
+
+def test_the_fast_path_reads_clocks_of_several_bytes() -> None:
+    """A gate's real log: its clocks pass one varint byte after 127 items."""
+    for before in (127, 128, 20_000):
+        data = _common_update(2**52 + 5, 2**52 + 7, ["x" * 130], before)
+        fast = ydecode._one_append(data, 1, 15)
+        assert fast is not None and fast.items[0].clock == before
+        assert fast == ydecode._decode(data, 10**6, [10**6], 32)

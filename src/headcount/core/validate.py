@@ -111,19 +111,18 @@ class _Writer:
     role: str
     dot: str | None = None
     hlc: int | None = None
+    hlc_text: str | None = None  # str(hlc), as elements spell it
 
 
 def _check(entry: LogEntry, role: str, bound: set[int]) -> None:
-    update = _decode(entry.update)
-    items = update.items
-    for item in items:  # every struct is an item (_decode refused the others)
+    device = entry.device
+    writer = _Writer(device, role, f"{device}:{entry.seq}", entry.hlc, str(entry.hlc))
+    for item in _decode(entry.update).items:  # every struct is an item (_decode refused others)
         client = item.client
         if client not in bound:
-            if not client_of(client, entry.device, entry.event, entry.seq):
+            if not client_of(client, device, entry.event, entry.seq):
                 raise _Refused("foreign_client", f"Y client {client} is not bound to the signer")
             bound.add(client)
-    writer = _Writer(entry.device, role, f"{entry.device}:{entry.seq}", entry.hlc)
-    for item in items:
         for value in _strings(item):
             _check_element(value, writer)
 
@@ -220,7 +219,7 @@ def _check_element(raw: str, writer: _Writer) -> None:
         # id SEP participant SEP kind SEP ts SEP hlc SEP gate SEP method SEP device
         if parts[6] not in _METHODS or not (parts[3].isdigit() and parts[4].isdigit()):
             raise _Refused("malformed", "a scan of no valid form")
-        if writer.hlc is not None and parts[4] != str(writer.hlc):
+        if writer.hlc_text is not None and parts[4] != writer.hlc_text:
             raise _Refused("forged_author", "a scan stamped with another timestamp")
         if parts[7] != writer.device and writer.role not in R.AUTHORITY_ROLES:
             raise _Refused("forged_author", f"a scan by {parts[7]!r}, written by another device")

@@ -192,7 +192,7 @@ def decode_update(
 def _one_append(data: bytes, max_structs: int, max_values: int) -> DecodedUpdate | None:
     """The common entry, decoded in half the time of :func:`_decode`: one
     client block holding one Item appended after a left origin (info 0x88)
-    with 1 to 15 string values, clocks below 128, an empty delete set. None
+    with 1 to 15 string values, an empty delete set. None
     for any other shape, which :func:`_decode` then reads.
 
     It reads the same bytes in the same order as :func:`_decode`: an update
@@ -203,14 +203,24 @@ def _one_append(data: bytes, max_structs: int, max_values: int) -> DecodedUpdate
         return None
     client, pos = _client(data, 2)
     clock = data[pos]
-    if clock > 127 or data[pos + 1] != 0x88:
+    if clock > 127:
+        clock, pos = _uvar(data, pos)
+    else:
+        pos += 1
+    if data[pos] != 0x88:
         return None
-    origin_client, pos = _client(data, pos + 2)
+    origin_client, pos = _client(data, pos + 1)
     origin_clock = data[pos]
-    count = data[pos + 1]
-    if origin_clock > 127 or not 0 < count < 16 or count > max_values:
+    if origin_clock > 127:
+        origin_clock, pos = _uvar(data, pos)
+    else:
+        pos += 1
+    count = data[pos]
+    if not 0 < count < 16 or count > max_values:
         return None
-    pos += 2
+    if clock + count > _CLOCK_LIMIT or origin_clock > _CLOCK_LIMIT:
+        return None  # the general decoder says why
+    pos += 1
     values = []
     for _ in range(count):
         if data[pos] != 119:
