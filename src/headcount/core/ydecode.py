@@ -202,19 +202,11 @@ def _one_append(data: bytes, max_structs: int, max_values: int) -> DecodedUpdate
     if data[0] != 1 or data[1] != 1 or data[-1] != 0 or max_structs < 1:
         return None
     client, pos = _client(data, 2)
-    clock = data[pos]
-    if clock > 127:
-        clock, pos = _uvar(data, pos)
-    else:
-        pos += 1
+    clock, pos = _small_uvar(data, pos)
     if data[pos] != 0x88:
         return None
     origin_client, pos = _client(data, pos + 1)
-    origin_clock = data[pos]
-    if origin_clock > 127:
-        origin_clock, pos = _uvar(data, pos)
-    else:
-        pos += 1
+    origin_clock, pos = _small_uvar(data, pos)
     count = data[pos]
     if not 0 < count < 16 or count > max_values:
         return None
@@ -452,6 +444,17 @@ def _uvar(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 49:
             raise UpdateFormatError(f"varint longer than 8 bytes at byte {pos}")
+
+
+def _small_uvar(data: bytes, pos: int) -> tuple[int, int]:
+    """:func:`_uvar` with one- and two-byte values read inline (clocks)."""
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    second = data[pos + 1]
+    if 0 < second < 0x80:  # 0 would be padding: _uvar says so
+        return (first & 0x7F) | second << 7, pos + 2
+    return _uvar(data, pos)
 
 
 def _client(data: bytes, pos: int) -> tuple[int, int]:
