@@ -6,92 +6,46 @@ socket, ``headcount status --json`` and ``headcount compact --json``."""
 from __future__ import annotations
 
 import json
-import select
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from headcount import Replica, Role
 from headcount.pki.org import init_org
-from headcount.service.control import request
-from headcount.service.daemon import CONTROL_SOCKET
 
+from .support.daemons import DEADLINE_S, LISTENING, Proc
 from .support.devices import enrolled_dir
 from .support.wait import wait_until
 
 EV = "ev"
-DEADLINE_S = 60.0
 PEOPLE = 30
 POLL_DAEMONS_S = 0.1  # asking three daemons costs: not more often
 
 
-class Gate:
+class Gate(Proc):
     """One ``headcount run`` process (stderr to a file: its JSON log lines)."""
 
     def __init__(self, root: Path, name: str, data: Path, peers: list[int]) -> None:
-        self.name, self.data = name, data
-        self.config = root / f"{name}.toml"
-        self.log = root / f"{name}.log"
+        config = root / f"{name}.toml"
         peer_list = ", ".join(f'"127.0.0.1:{p}"' for p in peers)
-        self.config.write_text(
+        config.write_text(
             f'data_dir = "{data}"\n'
             f'[network]\nlisten = "127.0.0.1:0"\npeers = [{peer_list}]\n'
             "[sync]\ngossip_interval = 0.3\nbackoff_base = 0.1\nbackoff_max = 1.0\n"
             "ack_delay = 0.1\n"
             "[compaction]\ninterval = 1\n"
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        super().__init__(root, name, data, ["run", "--config", str(config)], LISTENING)
 
-    def start(self) -> None:
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "headcount", "run", "--config", str(self.config)],
-                stdout=subprocess.PIPE,
-                stderr=err,
-            )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], DEADLINE_S)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if "listening on" not in line:
-            self.proc.kill()
-            raise AssertionError(f"{self.name} did not start: {line!r} {self.log.read_text()}")
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        """SIGTERM; the daemon must exit cleanly (0)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=DEADLINE_S)
-        assert code == 0, f"{self.name} exited with {code}: {self.log.read_text()[-3000:]}"
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        reply = request(self.data / CONTROL_SOCKET, payload)
-        assert reply is not None, f"{self.name}'s daemon is not running"
-        return reply
-
-    def cli(self, *argv: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "-m", "headcount", "--data-dir", str(self.data), "--json", *argv],
-            capture_output=True,
-            timeout=DEADLINE_S,
-            check=False,
-        )
+    def cli_json(self, *argv: str) -> dict[str, Any]:
+        out = self.cli(*argv)
         assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
-        return json.loads(out.stdout)
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
 
     def compaction_lines(self) -> list[str]:
         """The messages of the daemon's log lines about compaction runs."""
-        lines = [json.loads(x) for x in self.log.read_text().splitlines() if x.startswith("{")]
+        lines = self.log_lines()
         return [x["message"] for x in lines if x.get("message", "").startswith("compaction run")]
 
 
@@ -177,7 +131,7 @@ def test_gate_daemons_compact_what_every_peer_holds_and_lose_nothing(tmp_path):
         )
         assert all(s["folded"] > len(scans) for s in sizes)
         for g in gates:  # still every scan, once, after the fold
-            status = g.cli("status")
+            status = g.cli_json("status")
             [ev] = status["events"]
             assert ev["scans"] == len(scans) and ev["checked_in"] == len(scans)
             assert status["jobs"]["compaction"]["runs"] >= 1
@@ -190,7 +144,7 @@ def test_gate_daemons_compact_what_every_peer_holds_and_lose_nothing(tmp_path):
             for line in g.compaction_lines()
         )
         # 2. An operator's run through a daemon: nothing left to fold.
-        now = north.cli("compact")
+        now = north.cli_json("compact")
         assert now["run"] and now["failed"] == []
         assert [(e["event"], e["log_entries"]) for e in now["events"]] == [(EV, 0)]
         # 3. A gate restarted after the fold reopens from its snapshot and converges.
@@ -210,7 +164,7 @@ def test_gate_daemons_compact_what_every_peer_holds_and_lose_nothing(tmp_path):
             _fully_folded(gates), DEADLINE_S, "the new entries folded too", interval=POLL_DAEMONS_S
         )
         for g in gates:
-            [ev] = g.cli("status", EV)["events"]
+            [ev] = g.cli_json("status", EV)["events"]
             assert ev["scans"] == ev["checked_in"] == len(everything), ev  # none lost or doubled
         for g in gates:
             g.stop()

@@ -21,11 +21,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
-import selectors
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,10 +53,10 @@ from headcount.protocol.wire import FrameDecoder, RevocationRecord, Revocations
 from headcount.relay.server import Relay, RelayConfig
 from headcount.replica.log import ReplicaLog
 from headcount.replica.replica import wall_clock_ms
-from headcount.service.control import request
-from headcount.service.daemon import CONTROL_SOCKET, Daemon, DaemonConfig
+from headcount.service.daemon import Daemon, DaemonConfig
 from headcount.store.dbfile import StoreFile
 
+from .support.daemons import DEADLINE_S, LISTENING, Proc
 from .support.devices import enrolled_dir, enrolled_replica
 from .support.nodes import effect_pulse, tls_node
 from .support.protocol import ConnectionPair
@@ -69,7 +64,6 @@ from .support.sync import sync
 from .support.wait import await_until, wait_until
 
 EV = "ev"
-DEADLINE_S = 60.0
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # when the test certificates are issued
 T_MS = int(T.timestamp() * 1000)
 DER = serialization.Encoding.DER
@@ -593,61 +587,6 @@ def test_revocation_records_travel_in_incremental_backup_rows(tmp_path, clock):
 # -- real daemons: an admin revokes, gossip carries it ------------------------------------
 
 
-class Proc:
-    """One ``headcount run`` or ``headcount relay`` process (stderr to a file)."""
-
-    def __init__(self, root: Path, name: str, data: Path, argv: list[str], ready: str) -> None:
-        self.name, self.data, self.argv, self.ready = name, data, argv, ready
-        self.log = root / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "headcount", *self.argv], stdout=subprocess.PIPE, stderr=err
-            )
-        assert self.proc.stdout is not None
-        # selectors, not select.select: a long test run may hold descriptors past 1024
-        with selectors.DefaultSelector() as waiting:
-            waiting.register(self.proc.stdout, selectors.EVENT_READ)
-            ready = waiting.select(DEADLINE_S)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        found = re.search(self.ready, line)
-        if found is None:
-            self.proc.kill()
-            raise AssertionError(f"{self.name} did not start: {line!r} {self.log.read_text()}")
-        self.port = int(found.group(1))
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=DEADLINE_S)
-        assert code == 0, f"{self.name} exited with {code}: {self.log.read_text()[-3000:]}"
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        reply = request(self.data / CONTROL_SOCKET, payload)
-        assert reply is not None, f"{self.name}'s daemon is not running"
-        return reply
-
-    def cli(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, "-m", "headcount", "--data-dir", str(self.data), "--json", *argv],
-            capture_output=True,
-            timeout=DEADLINE_S,
-            check=False,
-        )
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.log.read_text().splitlines() if x.startswith("{")]
-
-
 SYNC = "[sync]\ngossip_interval = 0.3\nbackoff_base = 0.1\nbackoff_max = 1.0\n"
 
 
@@ -658,7 +597,7 @@ def _gate(root: Path, name: str, data: Path, peers: list[int], relay: int) -> Pr
         f'data_dir = "{data}"\n[network]\nlisten = "127.0.0.1:0"\npeers = [{peer_list}]\n'
         f'ws_peers = ["wss://127.0.0.1:{relay}/sync"]\n' + SYNC
     )
-    return Proc(root, name, data, ["run", "--config", str(config)], r"listening on .*:(\d+)")
+    return Proc(root, name, data, ["run", "--config", str(config)], LISTENING)
 
 
 def _links(proc: Proc) -> set[str]:
